@@ -1,0 +1,113 @@
+"""The field set shared by every preset config, and its variants.
+
+A config is a locked `ml_collections.ConfigDict`: a typo in a `--config.FIELD=`
+override is an error, not a silently ignored key (absl's config flag locks it; call
+`.lock()` yourself when building one in Python).
+
+Variants (comma-separated after the file name, `PRESET.py:tiny,bf16`):
+  tiny  shrink model, batch, sequence and steps to a CPU smoke test that keeps the
+        preset's structural choices (dtype, remat, scan); seconds per step on a laptop.
+  bf16  bfloat16 compute with float32 parameters and optimizer state.
+  fp32  float32 compute (the default for the tiny/mini presets).
+  lamb  the LAMB optimizer (large batches).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+VARIANTS = ("tiny", "bf16", "fp32", "lamb")
+
+
+def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
+  """Every `BertConfig` field of `preset`, so each one can be overridden by flag."""
+  from bert_jax import model as model_lib
+
+  return ml_collections.ConfigDict(
+      dataclasses.asdict(model_lib.bert_config(preset, **overrides)))
+
+
+def base_config(preset: str) -> ml_collections.ConfigDict:
+  """BERT's pretraining recipe (Devlin et al. 2019, phase 1) for `preset`."""
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.model = model_config(preset)
+
+  # Data. An empty data_dir means the quickstart: the embedded default corpus is
+  # prepared under WORKDIR/data with the model's vocabulary size.
+  c.data_dir = ""
+  c.synthetic_data = False      # random contract batches: benchmarks, smoke tests
+  c.max_seq_length = 128
+  c.max_predictions_per_seq = 20
+  c.masked_lm_prob = 0.15
+  c.short_seq_prob = 0.1
+  c.pair_mode = "nsp"
+  c.whole_word_masking = False
+  c.worker_count = 0
+
+  # Optimisation.
+  c.global_batch_size = 256
+  c.num_micro_batches = 1       # gradient accumulation: global batch = M micro-batches
+  c.num_train_steps = 1_000_000
+  c.learning_rate = 1e-4
+  c.warmup_steps = 10_000
+  c.schedule = "linear"         # or "cosine"
+  c.optimizer = "adamw"         # or "lamb"
+  c.weight_decay = 0.01
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-6
+  c.grad_clip_norm = 1.0
+
+  # Devices: (data, fsdp, tensor), one entry may be -1 (fills the rest).
+  c.mesh_shape = (1, -1, 1)
+  c.logical_axis_rules = _default_rules()
+
+  # Loop.
+  c.seed = 0
+  c.log_every_steps = 100
+  c.eval_every_steps = 10_000
+  c.num_eval_steps = 100
+  c.eval_batch_size = 256
+  c.write_tensorboard = True
+  return c
+
+
+def _default_rules():
+  from bert_jax import partitioning
+
+  return tuple(partitioning.DEFAULT_RULES)
+
+
+def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  names = [v for v in (variant or "").split(",") if v]
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"unknown config variant(s) {unknown}; known: {VARIANTS}")
+  for name in names:
+    if name == "tiny":
+      c.model.num_hidden_layers = 2
+      c.model.hidden_size = 64
+      c.model.num_attention_heads = 2
+      c.model.intermediate_size = 256
+      c.model.vocab_size = 512
+      c.model.max_position_embeddings = 64
+      c.max_seq_length = 32
+      c.max_predictions_per_seq = 5
+      c.global_batch_size = 16
+      c.eval_batch_size = 16
+      c.num_train_steps = 20
+      c.warmup_steps = 2
+      c.log_every_steps = 5
+      c.eval_every_steps = 10
+      c.num_eval_steps = 2
+      c.learning_rate = 1e-3
+    elif name == "bf16":
+      c.model.dtype = "bfloat16"
+      c.model.param_dtype = "float32"
+    elif name == "fp32":
+      c.model.dtype = "float32"
+    elif name == "lamb":
+      c.optimizer = "lamb"
+  return c

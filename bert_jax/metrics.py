@@ -1,0 +1,295 @@
+"""Metric accumulation, FLOPs / MFU accounting and writers (metrics.jsonl,
+TensorBoard, PNG curves).
+
+FLOPs are *model* FLOPs (what the maths needs), not hardware FLOPs: rematerialised
+forward passes are not counted, so MFU is comparable across remat policies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# FLOPs
+
+
+def matmul_params_per_token(config) -> int:
+  """Weights of the encoder matmuls every token goes through (per token).
+
+  Per layer: Q, K, V, output projections (4·H²) and the two MLP matrices (2·H·I).
+  Embedding lookups are gathers, not matmuls, and are excluded; biases and
+  LayerNorm are O(H) and excluded.
+  """
+  h, i = config.hidden_size, config.intermediate_size
+  return config.num_hidden_layers * (4 * h * h + 2 * h * i)
+
+
+def train_flops_per_sequence(config, seq_len: int, num_predictions: int) -> float:
+  """Training FLOPs (forward + backward) of one sequence.
+
+  6 x (parameters used per token) x tokens            -- encoder matmuls
+  + 12 · layers · heads · head_dim · seq_len per token -- QK^T and AV, forward 4·S·d
+                                                          per token per layer, x3
+  + 6 x (H² + H·V) x num_predictions                   -- MLM transform + tied decoder,
+                                                          only at the predicted positions
+  + 6 x (H² + 2·H)                                     -- pooler + NSP classifier ([CLS])
+  """
+  h, v = config.hidden_size, config.vocab_size
+  head_dim = h // config.num_attention_heads
+  encoder = 6 * matmul_params_per_token(config) * seq_len
+  attention = (12 * config.num_hidden_layers * config.num_attention_heads * head_dim
+               * seq_len * seq_len)
+  mlm = 6 * (h * h + h * v) * num_predictions
+  nsp = 6 * (h * h + 2 * h)
+  return float(encoder + attention + mlm + nsp)
+
+
+# Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity). MFU is quoted
+# against this peak whatever the compute dtype, the usual convention (PaLM, MaxText).
+# Order matters: the first substring found in `device_kind` wins.
+PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),       # SXM / HBM3
+    ("A100", 312e12),
+    ("TPU v5 lite", 197e12),  # v5e reports itself as "TPU v5 lite"
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+)
+
+
+def peak_flops_for(device_kind: str) -> float | None:
+  """Per-chip peak from the table, or None when the device is not listed."""
+  for key, peak in PEAK_FLOPS_BF16:
+    if key.lower() in device_kind.lower():
+      return peak
+  return None
+
+
+def measure_cpu_matmul_peak(size: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+  """Best FLOP/s of a jitted `size`³ matmul on the first CPU device.
+
+  XLA's CPU dot is multi-threaded over the host's cores, so this is the host's
+  peak, and CPU MFU divides by it once (not once per simulated device).
+  """
+  import jax
+  import jax.numpy as jnp
+
+  dev = jax.devices("cpu")[0]
+  a = jax.device_put(jnp.ones((size, size), dtype), dev)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()  # compile
+  best = math.inf
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * size**3 / best
+
+
+def system_peak_flops(devices: Sequence[Any], compute_dtype: str = "float32") -> tuple[float | None, str]:
+  """(peak FLOP/s of all `devices` together, where the figure comes from)."""
+  kind = devices[0].device_kind
+  if devices[0].platform == "cpu":
+    return measure_cpu_matmul_peak(dtype=compute_dtype), "measured CPU matmul"
+  peak = peak_flops_for(kind)
+  if peak is None:
+    return None, f"unknown device kind {kind!r}"
+  return peak * len(devices), f"table ({kind})"
+
+
+def mfu(flops_per_sec: float, peak_flops: float | None) -> float | None:
+  return None if not peak_flops else flops_per_sec / peak_flops
+
+
+# ---------------------------------------------------------------------------
+# Accumulation
+
+
+class MeanAccumulator:
+  """Averages per-step scalar metrics over a logging window.
+
+  Keeps device arrays and fetches them once per window, so the host never waits on
+  the device between logged steps.
+  """
+
+  def __init__(self):
+    self._steps: list[Mapping[str, Any]] = []
+
+  def add(self, metrics: Mapping[str, Any]) -> None:
+    self._steps.append(metrics)
+
+  def __len__(self) -> int:
+    return len(self._steps)
+
+  def result(self) -> dict[str, float]:
+    """Means over the window, as Python floats; resets the window."""
+    import jax
+
+    steps = jax.device_get(self._steps)
+    self._steps = []
+    if not steps:
+      return {}
+    return {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
+
+
+def summarise_eval(sums: Mapping[str, float]) -> dict[str, float]:
+  """Exact eval metrics from summed counts (see `train.eval_step`)."""
+  mlm_loss = sums["mlm_loss_sum"] / max(sums["mlm_weight"], 1e-9)
+  return {
+      "eval_mlm_loss": mlm_loss,
+      "eval_mlm_accuracy": sums["mlm_correct"] / max(sums["mlm_weight"], 1e-9),
+      "eval_nsp_loss": sums["nsp_loss_sum"] / max(sums["num_sequences"], 1e-9),
+      "eval_nsp_accuracy": sums["nsp_correct"] / max(sums["num_sequences"], 1e-9),
+      "eval_perplexity": math.exp(min(mlm_loss, 700.0)),
+  }
+
+
+# ---------------------------------------------------------------------------
+# Writers
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+
+
+class MetricsWriter:
+  """Appends one JSON object per logged step to WORKDIR/metrics.jsonl and mirrors
+  the scalars to TensorBoard event files (tensorboardX, imported on first use).
+
+  Only process 0 writes: on several hosts the metrics are global already.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+    self.workdir = workdir
+    self.enabled = enabled
+    self._tensorboard = tensorboard
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+
+  @property
+  def path(self) -> str:
+    return os.path.join(self.workdir, METRICS_FILE)
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    record.update({k: float(v) for k, v in metrics.items()})
+    # json writes Python floats with repr(): full double precision.
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tensorboard:
+      if self._tb is None:
+        from tensorboardX import SummaryWriter  # lazy: only runs that log need it
+        self._tb = SummaryWriter(logdir=self.workdir)
+      for k, v in metrics.items():
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str) -> list[dict[str, float]]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no {METRICS_FILE} in {workdir!r}: has a run logged there?")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+_PANELS = (
+    ("loss", ("loss", "mlm_loss", "nsp_loss", "eval_mlm_loss", "eval_nsp_loss")),
+    ("accuracy", ("mlm_accuracy", "nsp_accuracy", "eval_mlm_accuracy", "eval_nsp_accuracy")),
+    ("learning rate", ("learning_rate",)),
+    ("grad norm", ("grad_norm",)),
+)
+
+
+def plot_curves(workdir: str, out_path: str | None = None) -> str:
+  """Draws the training curves of WORKDIR/metrics.jsonl into a PNG; returns its path."""
+  import matplotlib  # lazy: plotting is optional at run time
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  records = read_metrics(workdir)
+  out_path = out_path or os.path.join(workdir, CURVES_FILE)
+  fig, axes = plt.subplots(1, len(_PANELS), figsize=(5 * len(_PANELS), 4))
+  for ax, (title, names) in zip(axes, _PANELS):
+    for name in names:
+      pts = [(r["step"], r[name]) for r in records if name in r]
+      if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o" if name.startswith("eval_") else None,
+                markersize=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if ax.lines:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
+  return out_path
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(int(seconds), 0)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_line(step: int, total: int, metrics: Mapping[str, float], *,
+                  seq_per_sec: float, tokens_per_sec: float, mfu_value: float | None,
+                  eta_s: float) -> str:
+  mfu_txt = "n/a" if mfu_value is None else f"{100 * mfu_value:.1f}%"
+  return (f"step {step}/{total} | loss {metrics['loss']:.4f} | "
+          f"mlm_acc {metrics['mlm_accuracy']:.4f} | nsp_acc {metrics['nsp_accuracy']:.4f} | "
+          f"{seq_per_sec:.1f} seq/s | {tokens_per_sec:.0f} tok/s | MFU {mfu_txt} | "
+          f"ETA {format_duration(eta_s)}")
+
+
+
+class UnigramBaseline:
+  """The best context-free MLM predictor, for comparison with the model.
+
+  Counts the target ids (`masked_lm_ids` where `masked_lm_weights` > 0) of the
+  training batches, then scores, on the held-out targets, always predicting the most
+  frequent training target (accuracy) and the add-one-smoothed unigram
+  distribution (cross-entropy).
+  """
+
+  def __init__(self, vocab_size: int):
+    self.train_counts = np.zeros(vocab_size, np.int64)
+    self.eval_counts = np.zeros(vocab_size, np.int64)
+
+  @staticmethod
+  def _targets(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    ids = np.asarray(batch["masked_lm_ids"])
+    return ids[np.asarray(batch["masked_lm_weights"]) > 0]
+
+  def add_train(self, batch: Mapping[str, np.ndarray]) -> None:
+    self.train_counts += np.bincount(self._targets(batch), minlength=len(self.train_counts))
+
+  def add_eval(self, batch: Mapping[str, np.ndarray]) -> None:
+    self.eval_counts += np.bincount(self._targets(batch), minlength=len(self.eval_counts))
+
+  def result(self) -> dict[str, float]:
+    n = self.eval_counts.sum()
+    if not n or not self.train_counts.sum():
+      return {}
+    probs = (self.train_counts + 1) / (self.train_counts.sum() + len(self.train_counts))
+    return {
+        "unigram_mlm_accuracy": float(self.eval_counts[np.argmax(self.train_counts)] / n),
+        "unigram_mlm_loss": float(-(self.eval_counts * np.log(probs)).sum() / n),
+    }

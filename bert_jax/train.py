@@ -1,0 +1,485 @@
+"""BERT pretraining: train state, pure train / eval steps, and the loop.
+
+`train_and_evaluate(config, workdir)` composes small pieces that a checkpointing
+layer can wrap: `create_train_state` (abstract first, initialised into its
+shardings; the abstract tree is the restore target), `make_train_iterator` (its
+`get_state` / `set_state` resume the data exactly), and `train_loop` (which calls
+`step_hooks` after every step, e.g. to save).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax import metrics as metrics_lib
+from bert_jax import model as model_lib
+from bert_jax import optim
+from bert_jax import partitioning
+from bert_jax import synthetic
+
+Batch = Mapping[str, jax.Array]
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes. `rng` is the run's base dropout key; the
+  key of step s is fold_in(rng, s), so a resumed run draws the same dropout."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+# ---------------------------------------------------------------------------
+# Config checks and construction
+
+
+def model_config_from(config: ml_collections.ConfigDict) -> model_lib.BertConfig:
+  return model_lib.BertConfig(**config.model.to_dict())
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Cheap consistency checks that need no devices; messages name the field."""
+  positive = ("global_batch_size", "num_micro_batches", "num_train_steps", "max_seq_length",
+              "max_predictions_per_seq", "log_every_steps", "eval_every_steps",
+              "num_eval_steps", "eval_batch_size")
+  for name in positive:
+    if int(config[name]) <= 0:
+      raise ValueError(f"config.{name}={config[name]}: must be positive")
+  if config.global_batch_size % config.num_micro_batches:
+    raise ValueError(
+        f"config.global_batch_size={config.global_batch_size} is not divisible by "
+        f"config.num_micro_batches={config.num_micro_batches}")
+  if config.max_seq_length > config.model.max_position_embeddings:
+    raise ValueError(
+        f"config.max_seq_length={config.max_seq_length} exceeds "
+        f"config.model.max_position_embeddings={config.model.max_position_embeddings}")
+  if config.max_predictions_per_seq > config.max_seq_length:
+    raise ValueError(
+        f"config.max_predictions_per_seq={config.max_predictions_per_seq} exceeds "
+        f"config.max_seq_length={config.max_seq_length}")
+  for name, batch in (("global_batch_size", config.global_batch_size),
+                      ("eval_batch_size", config.eval_batch_size)):
+    if batch % jax.process_count():
+      raise ValueError(f"config.{name}={batch} is not divisible by the "
+                       f"{jax.process_count()} processes")
+  model_config_from(config)  # BertConfig validates its own fields
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  return partitioning.make_mesh(tuple(config.mesh_shape))
+
+
+def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Each micro-batch (and eval batch) must split evenly over the data-parallel
+  devices; said here, before anything compiles."""
+  dp = partitioning.data_parallel_size(mesh)
+  micro = config.global_batch_size // config.num_micro_batches
+  if micro % dp:
+    raise ValueError(
+        f"config.global_batch_size={config.global_batch_size} with config.num_micro_batches="
+        f"{config.num_micro_batches} gives micro-batches of {micro} sequences, not divisible by "
+        f"the {dp} data-parallel devices (data x fsdp of mesh {dict(mesh.shape)})")
+  if config.eval_batch_size % dp:
+    raise ValueError(
+        f"config.eval_batch_size={config.eval_batch_size} is not divisible by the {dp} "
+        f"data-parallel devices (data x fsdp of mesh {dict(mesh.shape)})")
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: model_lib.BertForPreTraining,
+                       tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+                       ) -> tuple[TrainState, TrainState]:
+  """(state, shardings). The state is traced abstractly, its shardings derived from
+  the parameters' logical axes (optimizer moments mirror them), and the init is
+  jitted straight into those shardings: no full copy on any one device."""
+  mcfg = model.config
+  inputs = model_lib.dummy_inputs(mcfg, batch_size=1, seq_len=config.max_seq_length,
+                                  num_predictions=config.max_predictions_per_seq)
+
+  def init_fn(rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    params = model.init(params_rng, **inputs, deterministic=True)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=dropout_rng)
+
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  return partitioning.create_sharded(init_fn, mesh, rules, jax.random.PRNGKey(config.seed))
+
+
+# ---------------------------------------------------------------------------
+# Loss and steps
+
+
+def pretraining_losses(mlm_logits: jax.Array, nsp_logits: jax.Array,
+                       batch: Batch) -> dict[str, jax.Array]:
+  """Summed (not averaged) float32 losses and hit counts of one batch.
+
+  Sums let micro-batches and eval batches combine exactly; divide by
+  `mlm_weight` / `num_sequences` for means.
+  """
+  mlm_logits = mlm_logits.astype(jnp.float32)
+  nsp_logits = nsp_logits.astype(jnp.float32)
+  weights = batch["masked_lm_weights"].astype(jnp.float32)
+  ids = batch["masked_lm_ids"]
+  mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids)
+  nsp_labels = batch["next_sentence_labels"]
+  nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, nsp_labels)
+  return dict(
+      mlm_loss_sum=jnp.sum(mlm_ce * weights),
+      mlm_correct=jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weights),
+      mlm_weight=jnp.sum(weights),
+      nsp_loss_sum=jnp.sum(nsp_ce),
+      nsp_correct=jnp.sum(jnp.argmax(nsp_logits, -1) == nsp_labels).astype(jnp.float32),
+      num_sequences=jnp.asarray(nsp_labels.shape[0], jnp.float32),
+  )
+
+
+def _apply(model, params, batch, *, deterministic, rng=None):
+  return model.apply(
+      {"params": params}, batch["input_ids"], batch["token_type_ids"],
+      batch["attention_mask"], batch["masked_lm_positions"], deterministic=deterministic,
+      rngs=None if rng is None else {"dropout": rng})
+
+
+def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTraining,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               num_micro_batches: int = 1,
+               micro_sharding: Callable[[jax.Array], jax.Array] | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the global batch (a pure function; jit it).
+
+  Loss = MLM cross-entropy averaged over real predictions (masked_lm_weights) +
+  NSP cross-entropy averaged over sequences, both over the *global* batch even
+  when it is accumulated over `num_micro_batches`.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  # Global denominators first, so the micro-batch gradients simply add up.
+  num_predictions = jnp.maximum(jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), 1.0)
+  num_sequences = batch["next_sentence_labels"].shape[0]
+
+  def loss_fn(params, micro, micro_rng):
+    mlm_logits, nsp_logits = _apply(model, params, micro, deterministic=False, rng=micro_rng)
+    sums = pretraining_losses(mlm_logits, nsp_logits, micro)
+    loss = sums["mlm_loss_sum"] / num_predictions + sums["nsp_loss_sum"] / num_sequences
+    return loss, sums
+
+  micro_batches = optim.split_micro_batches(batch, num_micro_batches, micro_sharding)
+  rngs = jax.random.split(rng, num_micro_batches)
+  grads, sums = optim.accumulate_gradients(loss_fn, state.params, micro_batches, rngs)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  mlm_loss = sums["mlm_loss_sum"] / num_predictions
+  nsp_loss = sums["nsp_loss_sum"] / num_sequences
+  metrics = dict(
+      loss=mlm_loss + nsp_loss,
+      mlm_loss=mlm_loss,
+      mlm_accuracy=sums["mlm_correct"] / num_predictions,
+      nsp_loss=nsp_loss,
+      nsp_accuracy=sums["nsp_correct"] / num_sequences,
+      grad_norm=optax.global_norm(grads),
+      learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
+  )
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: model_lib.BertForPreTraining
+              ) -> dict[str, jax.Array]:
+  """Summed losses and hit counts of one held-out batch (no dropout)."""
+  mlm_logits, nsp_logits = _apply(model, params, batch, deterministic=True)
+  return pretraining_losses(mlm_logits, nsp_logits, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+  """Jitted steps bound to a model, optimizer and mesh. Calls enter the mesh and
+  logical rules, which the model's sharding annotations need when tracing."""
+  train: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+  eval: Callable[[Any, Batch], dict[str, jax.Array]]
+
+
+def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPreTraining,
+                  tx: optax.GradientTransformation, schedule: optax.Schedule,
+                  mesh: jax.sharding.Mesh, state_shardings: TrainState) -> CompiledSteps:
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  batch_sharding = partitioning.batch_sharding(mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # [M, B/M, ...] micro-batches: rows over the data-parallel axes, M unsharded.
+  micro_spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
+  micro_sharding = functools.partial(jax.lax.with_sharding_constraint, shardings=micro_spec)
+
+  train = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                        num_micro_batches=config.num_micro_batches,
+                        micro_sharding=micro_sharding),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, replicated),
+      donate_argnums=0)
+  evaluate = jax.jit(functools.partial(eval_step, model=model),
+                     in_shardings=(state_shardings.params, batch_sharding),
+                     out_shardings=replicated)
+
+  def in_mesh(fn):
+    @functools.wraps(fn)
+    def wrapped(*args):
+      with partitioning.axis_rules(mesh, rules):
+        return fn(*args)
+    return wrapped
+
+  return CompiledSteps(train=in_mesh(train), eval=in_mesh(evaluate))
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+def _loader():
+  # Imported here: bert_jax must import (and benchmark) without the text pipeline.
+  from data_pipeline import loader
+  return loader
+
+
+def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """The prepared data directory; with none configured, prepares the embedded
+  default corpus under WORKDIR/data (the quickstart). None for synthetic data."""
+  if config.synthetic_data:
+    return None
+  if not config.data_dir:
+    from data_pipeline import quickstart
+    out = os.path.join(workdir, "data")
+    logging.info("No config.data_dir: preparing the default corpus under %s", out)
+    return quickstart.prepare_default_dataset(out, vocab_size=config.model.vocab_size)
+  if not os.path.isdir(config.data_dir):
+    raise FileNotFoundError(
+        f"config.data_dir={config.data_dir!r} does not exist; prepare one with "
+        f"`python -m launch.prepare_data`, or leave it empty for the default corpus")
+  return config.data_dir
+
+
+def check_vocab(config: ml_collections.ConfigDict, data_dir: str | None) -> None:
+  """The data's token ids must fit the model's embedding table."""
+  if data_dir is None:
+    return
+  manifest = _loader().read_manifest(data_dir)
+  data_vocab = int(manifest["vocab_size"])
+  if data_vocab > config.model.vocab_size:
+    raise ValueError(
+        f"the data in {data_dir!r} was tokenized with a vocabulary of {data_vocab} ids, but "
+        f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
+        f"{data_vocab} (or more, e.g. rounded up to a multiple of 128)")
+
+
+def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
+  loader = _loader()
+  return loader.LoaderConfig(
+      data_dir=data_dir, split=split, global_batch_size=batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_seq_length=config.max_seq_length,
+      max_predictions_per_seq=config.max_predictions_per_seq,
+      masked_lm_prob=config.masked_lm_prob, short_seq_prob=config.short_seq_prob,
+      pair_mode=config.pair_mode, whole_word_masking=config.whole_word_masking,
+      seed=seed, num_epochs=num_epochs, worker_count=config.worker_count,
+      drop_remainder=True)
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
+  """Host-local training batches, endless, with get_state / set_state."""
+  local_batch = config.global_batch_size // jax.process_count()
+  if data_dir is None:
+    return synthetic.SyntheticIterator(
+        batch_size=local_batch, seq_len=config.max_seq_length,
+        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
+        seed=config.seed + jax.process_index())
+  cfg = _loader_config(config, data_dir, split="train", batch_size=config.global_batch_size,
+                       num_epochs=None, seed=config.seed)
+  return _loader().make_pretraining_iterator(cfg)
+
+
+def make_eval_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
+  """The same held-out batches every time it is called (fixed seed, one epoch)."""
+  local_batch = config.eval_batch_size // jax.process_count()
+  if data_dir is None:
+    # A seed far from the training stream's.
+    return synthetic.SyntheticIterator(
+        batch_size=local_batch, seq_len=config.max_seq_length,
+        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
+        seed=10_000_019 + jax.process_index())
+  cfg = _loader_config(config, data_dir, split="eval", batch_size=config.eval_batch_size,
+                       num_epochs=1, seed=config.seed)
+  return _loader().make_pretraining_iterator(cfg)
+
+
+# ---------------------------------------------------------------------------
+# Loop
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.sharding.Mesh,
+             num_steps: int, unigram: metrics_lib.UnigramBaseline | None = None
+             ) -> dict[str, float]:
+  """Eval metrics over up to `num_steps` held-out batches (exact pooled means)."""
+  totals: dict[str, float] = {}
+  seen = 0
+  for batch in eval_iter:
+    if seen == num_steps:
+      break
+    if unigram is not None:
+      unigram.add_eval(batch)
+    sums = jax.device_get(steps.eval(params, partitioning.host_to_device(
+        {k: batch[k] for k in BATCH_KEYS}, mesh)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+    seen += 1
+  if not seen:
+    raise ValueError("the eval split yielded no batch: it holds fewer sequences than "
+                     "config.eval_batch_size")
+  return metrics_lib.summarise_eval(totals)
+
+
+def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainState,
+               steps: CompiledSteps, mesh: jax.sharding.Mesh, train_iter: Iterator,
+               make_eval_iter: Callable[[], Iterator], flops_per_sequence: float,
+               peak_flops: float | None,
+               step_hooks: Sequence[Callable[[int, TrainState, Iterator], None]] = (),
+               unigram: metrics_lib.UnigramBaseline | None = None,
+               ) -> tuple[TrainState, dict[str, float]]:
+  """Runs from `state.step` to `config.num_train_steps`; returns (state, last eval).
+
+  Every `log_every_steps` a progress line and a metrics.jsonl record; every
+  `eval_every_steps` (and at the end) an evaluation. `step_hooks(step, state,
+  train_iter)` run after each step with the step just completed. A non-finite loss
+  raises `NonFiniteLossError` naming the step.
+  """
+  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0,
+                                     tensorboard=config.write_tensorboard)
+  accumulator = metrics_lib.MeanAccumulator()
+  total = int(config.num_train_steps)
+  step = int(jax.device_get(state.step))
+  eval_metrics: dict[str, float] = {}
+  pending: tuple[int, Any] | None = None  # (step, loss) awaiting the finiteness check
+  window_start, window_steps = time.perf_counter(), 0
+
+  def check_finite(step_loss):
+    s, loss = step_loss
+    value = float(loss)
+    if not math.isfinite(value):
+      raise NonFiniteLossError(f"non-finite loss {value} at step {s}; stopping the run")
+
+  try:
+    while step < total:
+      batch = next(train_iter)
+      if unigram is not None:
+        unigram.add_train(batch)
+      state, step_metrics = steps.train(
+          state, partitioning.host_to_device({k: batch[k] for k in BATCH_KEYS}, mesh))
+      step += 1
+      # Check the previous step's loss while this one runs: one step stays in
+      # flight, yet the run stops at (and names) the first bad step.
+      if pending is not None:
+        check_finite(pending)
+      pending = (step, step_metrics["loss"])
+      accumulator.add(step_metrics)
+      window_steps += 1
+      for hook in step_hooks:
+        hook(step, state, train_iter)
+
+      if step == 1:
+        # The first step includes compilation: time throughput from here on.
+        jax.block_until_ready(step_metrics)
+        check_finite(pending)
+        logging.info("first step (compilation included) done")
+        window_start, window_steps = time.perf_counter(), 0
+      if step % config.log_every_steps == 0 or step == total:
+        check_finite(pending)
+        logged = accumulator.result()
+        elapsed = time.perf_counter() - window_start
+        if window_steps:
+          seq_per_sec = window_steps * config.global_batch_size / elapsed
+          eta = (total - step) * elapsed / window_steps
+        else:
+          seq_per_sec, eta = float("nan"), float("nan")
+        flops_rate = seq_per_sec * flops_per_sequence
+        mfu_value = metrics_lib.mfu(flops_rate, peak_flops) if window_steps else None
+        perf = dict(seq_per_sec=seq_per_sec, tokens_per_sec=seq_per_sec * config.max_seq_length)
+        if mfu_value is not None:
+          perf["mfu"] = mfu_value
+        writer.write(step, {**logged, **perf})
+        if jax.process_index() == 0:
+          print(metrics_lib.progress_line(
+              step, total, logged, seq_per_sec=seq_per_sec, tokens_per_sec=perf["tokens_per_sec"],
+              mfu_value=mfu_value, eta_s=0.0 if math.isnan(eta) else eta), flush=True)
+        window_start, window_steps = time.perf_counter(), 0
+      if step % config.eval_every_steps == 0 or step == total:
+        eval_metrics = evaluate(steps, state.params, make_eval_iter(), mesh,
+                                config.num_eval_steps,
+                                unigram if step == total else None)
+        writer.write(step, eval_metrics)
+        if jax.process_index() == 0:
+          print(f"eval at step {step}: " + " | ".join(
+              f"{k[5:]} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
+        window_start, window_steps = time.perf_counter(), 0
+  finally:
+    writer.close()
+  return state, eval_metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Pretrains per `config`, writing metrics.jsonl, TensorBoard events and
+  curves.png to `workdir`; returns the final eval metrics (plus the unigram
+  baseline when trained on real data)."""
+  validate_config(config)
+  mesh = make_mesh(config)
+  check_batch_fits_mesh(config, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  data_dir = resolve_data_dir(config, workdir)
+  check_vocab(config, data_dir)
+
+  model = model_lib.BertForPreTraining(model_config_from(config))
+  tx, schedule = optim.optimizer_from_config(config)
+  state, shardings = create_train_state(config, model, tx, mesh)
+  steps = compile_steps(config, model, tx, schedule, mesh, shardings)
+  train_iter = make_train_iterator(config, data_dir)
+
+  flops = metrics_lib.train_flops_per_sequence(
+      model.config, config.max_seq_length, config.max_predictions_per_seq)
+  peak, peak_source = metrics_lib.system_peak_flops(list(mesh.devices.flat), config.model.dtype)
+  logging.info("model: %s parameters; %.3g training FLOPs/sequence; peak %s (%s)",
+               f"{_count_params(state.params):,}", flops,
+               "unknown" if peak is None else f"{peak:.3g} FLOP/s", peak_source)
+  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if data_dir else None
+
+  state, eval_metrics = train_loop(
+      config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
+      make_eval_iter=lambda: make_eval_iterator(config, data_dir),
+      flops_per_sequence=flops, peak_flops=peak, unigram=unigram)
+
+  summary = dict(eval_metrics)
+  if unigram is not None:
+    summary.update(unigram.result())
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+    metrics_lib.plot_curves(workdir)
+  return summary
+
+
+def _count_params(params: Any) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
