@@ -147,7 +147,7 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
   hf_cfg = json.loads(cfg_path.read_text())
   hf_cfg["intermediate_size"] = 128
   cfg_path.write_text(json.dumps(hf_cfg))
-  with pytest.raises(ValueError, match=r"4 parameter\(s\) do not match") as err:
+  with pytest.raises(ValueError, match=r"6 parameter\(s\) do not match") as err:
     interop.load_hf(str(tmp_path))
   assert "bert.encoder.layer.1.intermediate.dense.weight" in str(err.value)
 
