@@ -1,0 +1,113 @@
+"""Dynamic masked-LM selection for a whole batch at once (BERT's
+create_masked_lm_predictions, vectorised).
+
+Per row: `num_to_predict = min(max_predictions, max(1, round(maskable * masked_lm_prob)))`
+(0 when nothing is maskable), where maskable = real tokens that are not [PAD] [UNK] [CLS]
+[SEP] [MASK]. The chosen positions are a uniformly random subset; each becomes [MASK] with
+probability 0.8, a random non-special token with 0.1, or stays with 0.1. With whole-word
+masking, words (a word-start token and its continuations) are taken in random order while
+they fit in `num_to_predict`; like BERT, a word is never split, and (unlike BERT, which
+skips a word that does not fit and tries the next) selection stops at the first word that
+does not fit, so the count can fall a little short of `num_to_predict`.
+Every draw is keyed on (seed, epoch, example key, position): masks differ between epochs
+and do not depend on batch composition.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from data_pipeline import randomness as rnd
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingTables:
+  special: np.ndarray      # bool[vocab]: never masked, never used as a replacement
+  word_start: np.ndarray   # bool[vocab]: token begins a word (whole-word masking)
+  replacements: np.ndarray # int32[...]: the non-special ids a random replacement draws from
+  mask_id: int
+
+  @classmethod
+  def create(cls, vocab_size: int, special_ids, word_start: np.ndarray, mask_id: int):
+    special = np.zeros(vocab_size, dtype=bool)
+    special[list(special_ids)] = True
+    return cls(special, np.asarray(word_start, dtype=bool),
+               np.flatnonzero(~special).astype(np.int32), int(mask_id))
+
+
+def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, keys: np.ndarray,
+                tables: MaskingTables, seed: int, epoch: int, masked_lm_prob: float,
+                max_predictions: int, whole_word: bool = False) -> dict[str, np.ndarray]:
+  """-> masked input_ids [n, L] and masked_lm_positions/ids/weights [n, P].
+
+  `keys` (int64[n]) identify the examples; the input is not modified.
+  """
+  n, length = input_ids.shape
+  rows = np.arange(n)[:, None]
+  pos = np.arange(length)[None, :]
+  maskable = ~tables.special[input_ids] & (attention_mask > 0)
+  num_maskable = maskable.sum(axis=1)
+  num_to_predict = np.minimum(
+      max_predictions, np.maximum(1, np.floor(num_maskable * masked_lm_prob + 0.5))).astype(
+          np.int64)
+  num_to_predict = np.where(num_maskable > 0, num_to_predict, 0)
+  keys = np.asarray(keys, dtype=np.int64)[:, None]
+
+  if whole_word:
+    # A word starts at a word-start token or right after an unmaskable one (a front
+    # truncation can leave a continuation right after [CLS] or [SEP]).
+    prev_unmaskable = np.ones_like(maskable)
+    prev_unmaskable[:, 1:] = ~maskable[:, :-1]
+    starts = tables.word_start[input_ids] | ~maskable | prev_unmaskable
+    word = np.cumsum(starts, axis=1) - 1
+    score = np.where(maskable, rnd.uniform(seed, epoch, rnd.MASK_WORD, keys, word), 2.0)
+    order = np.argsort(score, axis=1, kind="stable")  # Words stay contiguous, in order.
+    sorted_word = word[rows, order]
+    sorted_ok = maskable[rows, order]
+    last = np.ones_like(sorted_ok)
+    last[:, :-1] = sorted_word[:, 1:] != sorted_word[:, :-1]
+    # For each token, the running count at the end of its word.
+    end_index = np.where(last, pos, length)
+    end_index = np.flip(np.minimum.accumulate(np.flip(end_index, 1), axis=1), 1)
+    running = np.cumsum(sorted_ok, axis=1)
+    chosen_sorted = sorted_ok & (running[rows, end_index] <= num_to_predict[:, None])
+    chosen = np.zeros_like(maskable)
+    chosen[rows, order] = chosen_sorted
+  else:
+    score = np.where(maskable, rnd.uniform(seed, epoch, rnd.MASK_SELECT, keys, pos), 2.0)
+  slots = min(max_predictions, length)
+  if not whole_word:
+    # The num_to_predict smallest scores: partition out the best `slots`, then order them.
+    best = (np.argpartition(score, slots - 1, axis=1)[:, :slots] if slots < length
+            else np.broadcast_to(pos, score.shape))
+    best = np.take_along_axis(best, np.argsort(np.take_along_axis(score, best, 1), 1), 1)
+    candidate = np.where(np.arange(slots)[None, :] < num_to_predict[:, None], best, length)
+  else:
+    candidate = np.where(chosen, pos, length)
+  # Positions in increasing order, padded with 0 (BERT sorts its predictions by position).
+  positions = np.sort(candidate, axis=1)[:, :slots]
+  weights = positions < length
+  positions = np.where(weights, positions, 0)
+  if slots < max_predictions:
+    pad = max_predictions - slots
+    positions = np.pad(positions, ((0, 0), (0, pad)))
+    weights = np.pad(weights, ((0, 0), (0, pad)))
+
+  original = input_ids[rows, positions]
+  action = rnd.uniform(seed, epoch, rnd.MASK_ACTION, keys, positions)
+  pick = rnd.uniform(seed, epoch, rnd.MASK_REPLACEMENT, keys, positions)
+  random_ids = tables.replacements[
+      np.minimum((pick * len(tables.replacements)).astype(np.int64),
+                 len(tables.replacements) - 1)]
+  new = np.where(action < 0.8, tables.mask_id, np.where(action < 0.9, random_ids, original))
+  masked = input_ids.copy()
+  # Padding slots point at position 0 ([CLS]); only real slots write.
+  r_idx, s_idx = np.nonzero(weights)
+  masked[r_idx, positions[r_idx, s_idx]] = new[r_idx, s_idx]
+  return {
+      "input_ids": masked.astype(np.int32),
+      "masked_lm_positions": positions.astype(np.int32),
+      "masked_lm_ids": np.where(weights, original, 0).astype(np.int32),
+      "masked_lm_weights": weights.astype(np.float32),
+  }
