@@ -209,17 +209,19 @@ class BertEmbeddings(nn.Module):
     return self.word_embeddings.attend(x)
 
 
-def _xla_attention(q, k, v, mask, dropout: nn.Dropout, deterministic: bool):
+def _xla_attention(q, k, v, mask, dropout=None):
   """Softmax attention written out, so attention-probability dropout applies.
 
-  q, k, v: [B, L, N, D]; mask: [B, 1, 1, L] bool (True = attend). The softmax
-  runs in float32 whatever the compute dtype.
+  q, k, v: [B, L, N, D]; mask: [B, 1, 1, L] bool (True = attend); dropout: a
+  function applied to the probabilities, or None. The softmax runs in float32
+  whatever the compute dtype.
   """
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqnd,bknd->bnqk", q * jnp.asarray(scale, q.dtype), k)
   logits = jnp.where(mask, logits.astype(jnp.float32), jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-  probs = dropout(probs, deterministic=deterministic)
+  if dropout is not None:
+    probs = dropout(probs)
   return jnp.einsum("bnqk,bknd->bqnd", probs, v)
 
 
@@ -246,7 +248,6 @@ class BertSelfAttention(nn.Module):
       return _constrain(y, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
 
     q, k, v = project("query"), project("key"), project("value")
-    dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
     if cfg.attention_impl == "cudnn":
       if not deterministic and cfg.attention_probs_dropout_prob > 0:
         raise ValueError(
@@ -254,7 +255,9 @@ class BertSelfAttention(nn.Module):
             "attention_probs_dropout_prob=0.0 to train with it (or use attention_impl='xla')")
       out = fused_attention(q, k, v, mask, implementation="cudnn")
     else:
-      out = _xla_attention(q, k, v, mask, dropout, deterministic)
+      dropout = functools.partial(nn.Dropout(cfg.attention_probs_dropout_prob),
+                                  deterministic=deterministic)
+      out = _xla_attention(q, k, v, mask, dropout)
     return _constrain(out, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
 
 
