@@ -69,7 +69,7 @@ class SkipLog:
 # whitespace and then an uppercase letter, digit or opening quote follow. Simple and
 # predictable; abbreviations such as "Dr. Smith" are split wrongly, which costs little
 # for pretraining (BERT only needs roughly sentence-sized units).
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -190,3 +190,40 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
   if not sep or not name or not feature:
     raise CorpusError(f"TFDS input must look like 'name[/config][:version]:feature', got {spec!r}")
   return name, feature
+
+
+def iter_tfds_documents(spec: str, data_dir: str | None, split: str = "train",
+                        skips: SkipLog | None = None) -> Iterator[Document]:
+  """Streams documents from a prepared TFDS dataset ('name[/config][:version]:feature').
+
+  Read through `tfds.data_source` (array_record files), so tensorflow is not needed. Each
+  non-empty line of the text feature is split into sentences with `split_sentences` (a
+  BERT-format line is one sentence and stays whole; a Wikipedia paragraph is split).
+  """
+  skips = skips if skips is not None else SkipLog()
+  name, feature = parse_tfds_spec(spec)
+  import tensorflow_datasets as tfds
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError...).
+    raise CorpusError(f"TFDS dataset {name!r} split {split!r} is not available in "
+                      f"--tfds_data_dir={data_dir!r} as array_record (prepare it there with "
+                      f"tfds and file_format=array_record): {e}") from e
+  for i in range(len(source)):
+    where = f"tfds:{name}/{split}[{i}]"
+    example = source[i]
+    if feature not in example:
+      raise CorpusError(f"TFDS dataset {name!r} has no feature {feature!r}; it has "
+                        f"{sorted(example)}")
+    value = example[feature]
+    if isinstance(value, bytes):
+      try:
+        value = value.decode("utf-8")
+      except UnicodeDecodeError:
+        skips.add("invalid_utf8_tfds_example", where)
+        continue
+    sentences = [s for line in str(value).splitlines() for s in split_sentences(line)]
+    if not sentences:
+      skips.add("empty_tfds_example", where)
+      continue
+    yield Document(sentences, where, len(str(value).encode()))

@@ -1,0 +1,50 @@
+"""Tokenizes a corpus into sharded array_record documents for pretraining.
+
+python -m launch.prepare_data --input=GLOB[,GLOB...] --tokenizer=PATH --output_dir=DIR \
+    [--num_workers=N] [--eval_fraction=F] [--text_format=bert|lines|paragraphs]
+python -m launch.prepare_data --tfds=wikipedia/20230601.en:text --tfds_data_dir=DIR ...
+Rerun the same command to resume after an interruption.
+"""
+import json
+import sys
+
+from absl import app, flags
+
+from data_pipeline import corpus
+from data_pipeline.prepare import PrepareError, prepare
+from data_pipeline.tokenizers import TokenizerError
+
+_INPUT = flags.DEFINE_string("input", None, "Comma-separated globs of local text files.")
+_TFDS = flags.DEFINE_string("tfds", None, "TFDS dataset and text feature, name[/config]:feature.")
+_TFDS_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where the TFDS dataset is prepared.")
+_TFDS_SPLIT = flags.DEFINE_string("tfds_split", "train", "TFDS split to read.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "spm .model, vocab.txt, or a directory.",
+                                 required=True)
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Output directory.", required=True)
+_WORKERS = flags.DEFINE_integer("num_workers", 0, "Tokenizer processes (0 = in-process).")
+_EVAL = flags.DEFINE_float("eval_fraction", 0.01, "Fraction of documents held out for eval.")
+_FORMAT = flags.DEFINE_enum("text_format", "bert", list(corpus.TEXT_FORMATS), "Input layout.")
+_SHARD = flags.DEFINE_integer("docs_per_shard", 20_000, "Documents per shard (resume unit).")
+_LOWER = flags.DEFINE_enum("lowercase", "auto", ["auto", "true", "false"],
+                           "WordPiece casing; auto follows the vocabulary.")
+
+
+def main(argv):
+  del argv
+  lowercase = {"auto": None, "true": True, "false": False}[_LOWER.value]
+  try:
+    manifest = prepare(_OUTPUT.value, _TOKENIZER.value, inputs=_INPUT.value,
+                       tfds_name=_TFDS.value, tfds_data_dir=_TFDS_DIR.value,
+                       tfds_split=_TFDS_SPLIT.value, text_format=_FORMAT.value,
+                       num_workers=_WORKERS.value, eval_fraction=_EVAL.value,
+                       docs_per_shard=_SHARD.value, lowercase=lowercase)
+  except (corpus.CorpusError, PrepareError, TokenizerError, FileNotFoundError) as e:
+    sys.exit(f"prepare_data: {e}")
+  summary = {split: {k: v for k, v in s.items() if k in ("documents", "sentences", "tokens")}
+             for split, s in manifest["splits"].items()}
+  print(json.dumps({"output_dir": _OUTPUT.value, "splits": summary,
+                    "skipped": {k: v["count"] for k, v in manifest["skipped"].items()}}))
+
+
+if __name__ == "__main__":
+  app.run(main)
