@@ -18,9 +18,9 @@ import tokenize
 
 from data_pipeline.corpus import split_sentences
 
-# Tests and vendored third-party code are skipped: tests are mostly code-like strings.
+# Tests, vendored third-party code and codec tables are skipped: they are code, not prose.
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__",
-              "ensurepip", "_vendor"}
+              "ensurepip", "_vendor", "encodings"}  # encodings: code-page tables.
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _MIN_WORDS = 4
 _NUM_FILES = 8

@@ -11,6 +11,7 @@ host batch, built with vectorised NumPy (pair planning, one gather, masking).
 from __future__ import annotations
 
 import atexit
+import collections
 import dataclasses
 import gc
 import hashlib
@@ -27,6 +28,7 @@ from data_pipeline.prepare import read_manifest
 CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
                  "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 _STATE_VERSION = 1
+_CACHE_BYTES = 256 << 20  # Decoded-document cache per process (main or each worker).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +133,34 @@ class _BatchMaker:
     self.host_rows = g // config.process_count
     self._perm_epoch = None
     self._perm = None
+    self._cache = collections.OrderedDict()
+    self._cache_bytes = 0
+
+  def _documents(self, docs: np.ndarray) -> list[np.ndarray]:
+    """Token arrays of `docs`, through a per-process LRU cache bounded in bytes.
+
+    Random reads of whole documents are the loader's main cost; a corpus (or its hot part)
+    that fits in the budget is read from disk once per process.
+    """
+    cache = self._cache
+    out = [cache.get(d) for d in docs.tolist()]
+    missing = [i for i, piece in enumerate(out) if piece is None]
+    if missing:
+      records_ = self.data.reader.read(docs[missing])
+      for i, record in zip(missing, records_):
+        out[i] = records.decode_document(record, self.data.reader.token_dtype)[1].copy()
+        cache[int(docs[i])] = out[i]
+        self._cache_bytes += out[i].nbytes
+    for d in docs.tolist():
+      cache.move_to_end(d)
+    while self._cache_bytes > _CACHE_BYTES and cache:
+      self._cache_bytes -= cache.popitem(last=False)[1].nbytes
+    return out
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_cache"], state["_cache_bytes"] = collections.OrderedDict(), 0
+    return state
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if self._perm_epoch != epoch:
@@ -152,8 +182,7 @@ class _BatchMaker:
     plan = instances.plan_pairs(data.index, data.chunks, ids, c.seed, epoch, c.max_seq_length,
                                 c.short_seq_prob, c.pair_mode)
     docs = np.unique(np.concatenate([plan.doc_a, plan.doc_b]))
-    pieces = [records.decode_document(r, data.reader.token_dtype)[1]
-              for r in data.reader.read(docs)]
+    pieces = self._documents(docs)
     sizes = np.array([len(p) for p in pieces], dtype=np.int64)
     base = np.zeros(data.index.num_documents, dtype=np.int64)
     base[docs] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -201,7 +230,9 @@ class PretrainingIterator:
     self._fingerprint = _fingerprint(config, self._data.manifest)
     dataset = (grain.MapDataset.range(self._maker.batches_per_epoch)
                .repeat(config.num_epochs).map_with_index(self._maker))
-    dataset = dataset.to_iter_dataset()
+    # One background thread, two batches ahead: batches are built while the training step
+    # runs, without grain's default 16 threads x 500 elements of read-ahead.
+    dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
     if config.worker_count > 0:
       dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
           num_workers=config.worker_count, per_worker_buffer_size=2))

@@ -1,0 +1,50 @@
+"""Throughput of the two halves of the pipeline: prepare (MB/s per worker, peak memory) and
+the loader (sequences/s on one core, pairs and masking included, from prepared shards)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from data_pipeline import loader as loader_lib
+from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
+
+
+def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: int) -> dict:
+  """Runs prepare in a child process (so its peak RSS, workers included, is measurable)."""
+  code = ("import json, sys; from data_pipeline.prepare import prepare; "
+          f"m = prepare({output_dir!r}, {tokenizer!r}, inputs={inputs!r}, "
+          f"num_workers={num_workers}, docs_per_shard=2000, progress=False); "
+          "print(json.dumps({'bytes': m['input_bytes'], 'seconds': m['last_run']['seconds']}))")
+  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+  peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  mb_s = result["bytes"] / 1e6 / result["seconds"]
+  return {"input_mb": round(result["bytes"] / 1e6, 2), "seconds": result["seconds"],
+          "num_workers": num_workers, "mb_per_s": round(mb_s, 2),
+          "mb_per_s_per_worker": round(mb_s / max(num_workers, 1), 2),
+          "peak_rss_mb_largest_process": round(max(peak_kb, before) / 1024, 1)}
+
+
+def measure_loader(data_dir: str, max_seq_length: int, batch_size: int = 256,
+                   seconds: float = 10.0, whole_word: bool = False, cache: bool = True) -> dict:
+  """Sequences/s of the in-process loader (worker_count=0: one core, its prefetch thread
+  included in the CPU time). `cache=False` disables the decoded-document cache, which is
+  what a corpus much larger than the cache sees: every document read from disk."""
+  loader_lib._CACHE_BYTES = (256 << 20) if cache else 0
+  predictions = {128: 20, 512: 80}.get(max_seq_length, max(1, round(max_seq_length * 0.15)))
+  it = make_pretraining_iterator(LoaderConfig(
+      data_dir, global_batch_size=batch_size, max_seq_length=max_seq_length,
+      max_predictions_per_seq=predictions, whole_word_masking=whole_word))
+  next(it)  # Builds the chunk table and the first permutation.
+  start, cpu0, n = time.perf_counter(), time.process_time(), 0
+  while time.perf_counter() - start < seconds:
+    n += len(next(it)["input_ids"])
+  wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+  return {"max_seq_length": max_seq_length, "batch_size": batch_size, "sequences": n,
+          "whole_word_masking": whole_word, "document_cache": cache,
+          "seq_per_s_wall": round(n / wall), "seq_per_s_per_cpu_second": round(n / cpu)}
