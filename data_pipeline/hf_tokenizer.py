@@ -141,6 +141,9 @@ def _export_sentencepiece(tokenizer, output_dir: str, model_max_length: int) -> 
   _write_text(json_path, fast.to_str())
   config_path = os.path.join(output_dir, "tokenizer_config.json")
   _write_json(config_path, {"tokenizer_class": "PreTrainedTokenizerFast",
+                            # BERT reads token types; the generic class omits them otherwise.
+                            "model_input_names": ["input_ids", "token_type_ids",
+                                                  "attention_mask"],
                             "clean_up_tokenization_spaces": False,
                             "model_max_length": model_max_length, **SPECIAL_TOKENS})
   return [json_path, config_path]
