@@ -301,7 +301,7 @@ def check_labels(path: str, items, label_list: Sequence[str]) -> None:
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int) -> None:
   """Trims the longer of the two, one token at a time (BERT's run_classifier)."""
   while len(a) + len(b) > max_tokens:
-    (a if len(a) >= len(b) else b).pop()
+    (a if len(a) > len(b) else b).pop()
 
 
 def _pack(rows_a, rows_b, special_ids, max_seq_length):
