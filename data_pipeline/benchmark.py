@@ -3,8 +3,6 @@ the loader (sequences/s on one core, pairs and masking included, from prepared s
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -15,19 +13,21 @@ from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 
 def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: int) -> dict:
   """Runs prepare in a child process (so its peak RSS, workers included, is measurable)."""
-  code = ("import json, sys; from data_pipeline.prepare import prepare; "
+  code = ("import json, resource; from data_pipeline.prepare import prepare; "
           f"m = prepare({output_dir!r}, {tokenizer!r}, inputs={inputs!r}, "
           f"num_workers={num_workers}, docs_per_shard=2000, progress=False); "
-          "print(json.dumps({'bytes': m['input_bytes'], 'seconds': m['last_run']['seconds']}))")
-  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+          "r = resource.getrusage; "
+          "print(json.dumps({'bytes': m['input_bytes'], 'seconds': m['last_run']['seconds'], "
+          "'main_kb': r(resource.RUSAGE_SELF).ru_maxrss, "
+          "'worker_kb': r(resource.RUSAGE_CHILDREN).ru_maxrss}))")
   out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-  peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
   result = json.loads(out.stdout.strip().splitlines()[-1])
   mb_s = result["bytes"] / 1e6 / result["seconds"]
   return {"input_mb": round(result["bytes"] / 1e6, 2), "seconds": result["seconds"],
           "num_workers": num_workers, "mb_per_s": round(mb_s, 2),
           "mb_per_s_per_worker": round(mb_s / max(num_workers, 1), 2),
-          "peak_rss_mb_largest_process": round(max(peak_kb, before) / 1024, 1)}
+          "peak_rss_mb_main": round(result["main_kb"] / 1024, 1),
+          "peak_rss_mb_largest_worker": round(result["worker_kb"] / 1024, 1)}
 
 
 def measure_loader(data_dir: str, max_seq_length: int, batch_size: int = 256,
