@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_corpus, write_vocab
+from dp_fixtures import write_synthetic_corpus, write_vocab
 
 from data_pipeline import corpus, prepare as prepare_lib
 

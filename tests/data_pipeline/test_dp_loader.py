@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FIRST_WORD_ID, doc_of_token
+from dp_fixtures import FIRST_WORD_ID, doc_of_token
 
 from data_pipeline.loader import (CONTRACT_KEYS, LoaderConfig, make_pretraining_iterator,
                                   read_manifest)
