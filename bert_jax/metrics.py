@@ -139,6 +139,18 @@ class MeanAccumulator:
       return {}
     return {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
 
+  def get_state(self) -> list[dict[str, list]]:
+    """The window so far as JSON-able [{name: [value, dtype]}] (for checkpoints).
+    The dtype comes back with the value, so a restored window averages bit for bit
+    as the original would have."""
+    import jax
+
+    return [{k: [float(v), np.asarray(v).dtype.name] for k, v in s.items()}
+            for s in jax.device_get(self._steps)]
+
+  def set_state(self, state: Sequence[Mapping[str, Sequence]]) -> None:
+    self._steps = [{k: np.asarray(v, dtype=dt) for k, (v, dt) in s.items()} for s in state]
+
 
 def summarise_eval(sums: Mapping[str, float]) -> dict[str, float]:
   """Exact eval metrics from summed counts (see `train.eval_step`)."""

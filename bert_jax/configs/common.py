@@ -71,6 +71,13 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.num_eval_steps = 100
   c.eval_batch_size = 256
   c.write_tensorboard = True
+
+  # Checkpoints (bert_jax/checkpoint.py). A run starts from the latest complete
+  # checkpoint in WORKDIR/checkpoints, else from init_from (parameters only), else fresh.
+  c.checkpoint_every_steps = 1000  # also saved at the last step and on SIGTERM; 0: only those
+  c.keep_checkpoints = 3           # the last K are kept ...
+  c.keep_period = 0                # ... and every step divisible by this (> 0) for good
+  c.init_from = ""                 # one of our workdirs/checkpoints, or a Hugging Face BERT dir
   return c
 
 
@@ -103,6 +110,7 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
       c.eval_every_steps = 10
       c.num_eval_steps = 2
       c.learning_rate = 1e-3
+      c.checkpoint_every_steps = 10
     elif name == "bf16":
       c.model.dtype = "bfloat16"
       c.model.param_dtype = "float32"
