@@ -1,0 +1,98 @@
+"""Tiny Hugging Face BERT directories and small learnable tasks for the fine-tuning tests."""
+import json
+import os
+
+import jax
+import numpy as np
+
+from bert_jax import interop
+from bert_jax import model as model_lib
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+POSITIVE = ["good", "great", "fine", "nice"]
+NEGATIVE = ["bad", "awful", "poor", "sad"]
+PEOPLE = ["john", "mary", "smith"]
+PLACES = ["paris", "rome", "oslo"]
+FILLER = [f"w{i}" for i in range(40)]
+WORDS = POSITIVE + NEGATIVE + PEOPLE + PLACES + FILLER + ["##ian", "##s"]
+
+
+def tiny_config(vocab_size):
+  return model_lib.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64,
+                              max_position_embeddings=64)
+
+
+def make_hf_dir(directory, seed=0):
+  """A random tiny BertForPreTraining saved as transformers does, with a vocab.txt."""
+  vocab = SPECIALS + WORDS
+  config = tiny_config(len(vocab))
+  model = model_lib.BertForPreTraining(config)
+  params = model.init(jax.random.PRNGKey(seed), **model_lib.dummy_inputs(config))["params"]
+  interop.save_hf(config, jax.tree.map(np.asarray, model_lib.nn.unbox(params)), directory)
+  with open(os.path.join(directory, "vocab.txt"), "w") as f:
+    f.write("\n".join(vocab) + "\n")
+  return directory
+
+
+def sentiment_rows(n, seed):
+  """One sentiment word among 3-8 fillers; the label is that word's polarity."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(n):
+    words = list(rng.choice(FILLER, size=int(rng.integers(3, 9))))
+    positive = bool(rng.integers(2))
+    words.insert(int(rng.integers(len(words) + 1)),
+                 str(rng.choice(POSITIVE if positive else NEGATIVE)))
+    rows.append((" ".join(words), "pos" if positive else "neg"))
+  return rows
+
+
+def write_tsv(path, rows, header=("sentence", "label")):
+  with open(path, "w") as f:
+    f.write("\t".join(header) + "\n")
+    for row in rows:
+      f.write("\t".join(row) + "\n")
+  return path
+
+
+def ner_sentences(n, seed):
+  """Fillers with people (B-PER, two-word names B-PER I-PER) and places (B-LOC; 'parisian'
+  is split into sub-tokens and tagged B-MISC on its first)."""
+  rng = np.random.default_rng(seed)
+  sentences = []
+  for _ in range(n):
+    tokens, tags = [], []
+    for _ in range(int(rng.integers(4, 10))):
+      r = rng.random()
+      if r < 0.15:
+        tokens += ["john", "smith"]
+        tags += ["B-PER", "I-PER"]
+      elif r < 0.25:
+        tokens.append(str(rng.choice(PEOPLE[:2])))
+        tags.append("B-PER")
+      elif r < 0.4:
+        tokens.append(str(rng.choice(PLACES)))
+        tags.append("B-LOC")
+      elif r < 0.45:
+        tokens.append("parisian")
+        tags.append("B-MISC")
+      else:
+        tokens.append(str(rng.choice(FILLER)))
+        tags.append("O")
+    sentences.append((tokens, tags))
+  return sentences
+
+
+def write_conll(path, sentences, with_tags=True):
+  with open(path, "w") as f:
+    for tokens, tags in sentences:
+      for tok, tag in zip(tokens, tags):
+        f.write(f"{tok} {tag}\n" if with_tags else f"{tok}\n")
+      f.write("\n")
+  return path
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
