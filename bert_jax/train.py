@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
@@ -79,6 +80,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{name}={batch} is not divisible by the "
                        f"{jax.process_count()} processes")
   model_config_from(config)  # BertConfig validates its own fields
+  checkpoint_lib.check_config(config)
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -107,8 +109,29 @@ def create_train_state(config: ml_collections.ConfigDict, model: model_lib.BertF
   """(state, shardings). The state is traced abstractly, its shardings derived from
   the parameters' logical axes (optimizer moments mirror them), and the init is
   jitted straight into those shardings: no full copy on any one device."""
-  mcfg = model.config
-  inputs = model_lib.dummy_inputs(mcfg, batch_size=1, seq_len=config.max_seq_length,
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  return partitioning.create_sharded(_state_initializer(config, model, tx), mesh, rules,
+                                     jax.random.PRNGKey(config.seed))
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model: model_lib.BertForPreTraining,
+                         tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+                         ) -> tuple[TrainState, TrainState]:
+  """(abstract state, shardings), touching no device memory: ShapeDtypeStructs that
+  carry the shardings `create_train_state` would place its arrays on. The restore
+  target of checkpoints, so a restore never first builds a throw-away state."""
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  with partitioning.axis_rules(mesh, rules):
+    boxed = jax.eval_shape(_state_initializer(config, model, tx), jax.random.PRNGKey(config.seed))
+    shardings = partitioning.shardings_for(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          flax.linen.unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def _state_initializer(config, model, tx) -> Callable[[jax.Array], TrainState]:
+  """rng -> the initial TrainState (parameters still boxed with their logical axes)."""
+  inputs = model_lib.dummy_inputs(model.config, batch_size=1, seq_len=config.max_seq_length,
                                   num_predictions=config.max_predictions_per_seq)
 
   def init_fn(rng):
@@ -117,8 +140,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: model_lib.BertF
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=dropout_rng)
 
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
-  return partitioning.create_sharded(init_fn, mesh, rules, jax.random.PRNGKey(config.seed))
+  return init_fn
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +213,7 @@ def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTr
       mlm_accuracy=sums["mlm_correct"] / num_predictions,
       nsp_loss=nsp_loss,
       nsp_accuracy=sums["nsp_correct"] / num_sequences,
-      grad_norm=optax.global_norm(grads),
+      grad_norm=optax.tree.norm(grads),
       learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
   )
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -254,6 +276,11 @@ def _loader():
   return loader
 
 
+def read_manifest(data_dir: str) -> dict:
+  from data_pipeline import prepare
+  return prepare.read_manifest(data_dir)
+
+
 def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
   """The prepared data directory; with none configured, prepares the embedded
   default corpus under WORKDIR/data (the quickstart). None for synthetic data."""
@@ -275,7 +302,7 @@ def check_vocab(config: ml_collections.ConfigDict, data_dir: str | None) -> None
   """The data's token ids must fit the model's embedding table."""
   if data_dir is None:
     return
-  manifest = _loader().read_manifest(data_dir)
+  manifest = read_manifest(data_dir)
   data_vocab = int(manifest["vocab_size"])
   if data_vocab > config.model.vocab_size:
     raise ValueError(
@@ -360,17 +387,21 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
                peak_flops: float | None,
                step_hooks: Sequence[Callable[[int, TrainState, Iterator], None]] = (),
                unigram: metrics_lib.UnigramBaseline | None = None,
+               accumulator: metrics_lib.MeanAccumulator | None = None,
                ) -> tuple[TrainState, dict[str, float]]:
   """Runs from `state.step` to `config.num_train_steps`; returns (state, last eval).
 
   Every `log_every_steps` a progress line and a metrics.jsonl record; every
   `eval_every_steps` (and at the end) an evaluation. `step_hooks(step, state,
-  train_iter)` run after each step with the step just completed. A non-finite loss
-  raises `NonFiniteLossError` naming the step.
+  train_iter)` run after each step with the step just completed, once its metrics
+  record and evaluation are written (so a checkpoint of step s comes after every
+  record of steps <= s). `accumulator` holds the metrics window not yet logged (a
+  resumed run passes the one it saved). A non-finite loss raises
+  `NonFiniteLossError` naming the step.
   """
   writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                      tensorboard=config.write_tensorboard)
-  accumulator = metrics_lib.MeanAccumulator()
+  accumulator = accumulator if accumulator is not None else metrics_lib.MeanAccumulator()
   total = int(config.num_train_steps)
   step = int(jax.device_get(state.step))
   eval_metrics: dict[str, float] = {}
@@ -398,8 +429,6 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
       pending = (step, step_metrics["loss"])
       accumulator.add(step_metrics)
       window_steps += 1
-      for hook in step_hooks:
-        hook(step, state, train_iter)
 
       if step == 1:
         # The first step includes compilation: time throughput from here on.
@@ -436,27 +465,68 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
           print(f"eval at step {step}: " + " | ".join(
               f"{k[5:]} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
         window_start, window_steps = time.perf_counter(), 0
+      for hook in step_hooks:
+        hook(step, state, train_iter)
   finally:
     writer.close()
   return state, eval_metrics
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Pretrains per `config`, writing metrics.jsonl, TensorBoard events and
-  curves.png to `workdir`; returns the final eval metrics (plus the unigram
-  baseline when trained on real data)."""
+  """Pretrains per `config`, writing metrics.jsonl, TensorBoard events, curves.png
+  and checkpoints to `workdir`; returns the final eval metrics (plus the unigram
+  baseline when trained on real data). Where it starts (workdir checkpoint, else
+  `config.init_from`, else fresh) is decided in `checkpoint.restore_or_initialize`.
+  On SIGTERM it saves at the next step boundary and returns
+  `{"preempted_at_step": step}`."""
   validate_config(config)
   mesh = make_mesh(config)
   check_batch_fits_mesh(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   data_dir = resolve_data_dir(config, workdir)
   check_vocab(config, data_dir)
+  manifest = read_manifest(data_dir) if data_dir else None
+  tokenizer = manifest.get("tokenizer") if manifest else None
 
   model = model_lib.BertForPreTraining(model_config_from(config))
   tx, schedule = optim.optimizer_from_config(config)
-  state, shardings = create_train_state(config, model, tx, mesh)
+  abstract, shardings = abstract_train_state(config, model, tx, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, checkpoint_lib.CHECKPOINTS_SUBDIR), keep=config.keep_checkpoints,
+      keep_period=config.keep_period)
+  start = checkpoint_lib.restore_or_initialize(
+      checkpointer, abstract_state=abstract,
+      init_state=lambda: create_train_state(config, model, tx, mesh)[0],
+      init_from=config.init_from, model_config=model.config)
+  state = start.state
   steps = compile_steps(config, model, tx, schedule, mesh, shardings)
   train_iter = make_train_iterator(config, data_dir)
+  accumulator = metrics_lib.MeanAccumulator()
+  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if data_dir else None
+  if start.source == "checkpoint":
+    _resume_host_state(start, tokenizer, train_iter, accumulator, unigram)
+    print(f"resumed from {start.path} at step {start.step}", flush=True)
+  elif start.source == "init_from":
+    print(f"parameters from {start.path}; optimizer, step and data start afresh", flush=True)
+  else:
+    print(f"fresh start: no checkpoint in {checkpointer.directory}, no config.init_from",
+          flush=True)
+  # Records of steps after the starting one belong to a run that died before its
+  # next checkpoint: this run writes those steps again.
+  checkpoint_lib.rewind_metrics(workdir, start.step, metrics_lib.METRICS_FILE)
+
+  def checkpoint_meta():
+    return {"config": json.loads(config.to_json_best_effort()), "tokenizer": tokenizer,
+            "data_dir": data_dir and os.path.abspath(data_dir),
+            "tokenizer_file": manifest.get("tokenizer_file") if manifest else None,
+            "loop": {"metrics_window": accumulator.get_state(),
+                     "unigram_train_counts": (None if unigram is None
+                                              else unigram.train_counts.tolist())}}
+
+  preemption = checkpoint_lib.PreemptionWatcher()
+  save_hook = checkpoint_lib.make_step_hook(
+      checkpointer, every_steps=config.checkpoint_every_steps,
+      total_steps=config.num_train_steps, meta_fn=checkpoint_meta, preemption=preemption)
 
   flops = metrics_lib.train_flops_per_sequence(
       model.config, config.max_seq_length, config.max_predictions_per_seq)
@@ -464,12 +534,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("model: %s parameters; %.3g training FLOPs/sequence; peak %s (%s)",
                f"{_count_params(state.params):,}", flops,
                "unknown" if peak is None else f"{peak:.3g} FLOP/s", peak_source)
-  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if data_dir else None
 
-  state, eval_metrics = train_loop(
-      config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
-      make_eval_iter=lambda: make_eval_iterator(config, data_dir),
-      flops_per_sequence=flops, peak_flops=peak, unigram=unigram)
+  try:
+    with preemption:
+      state, eval_metrics = train_loop(
+          config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
+          make_eval_iter=lambda: make_eval_iterator(config, data_dir),
+          flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
+          step_hooks=(save_hook,), accumulator=accumulator)
+  except checkpoint_lib.Preempted as p:
+    print(f"preempted: stopped after step {p.step}, checkpoint committed in {p.directory}; "
+          f"run the same command to resume", flush=True)
+    return {"preempted_at_step": p.step}
+  finally:
+    checkpointer.close()  # waits for the last asynchronous save to commit
 
   summary = dict(eval_metrics)
   if unigram is not None:
@@ -479,6 +557,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       json.dump(summary, f, indent=1)
     metrics_lib.plot_curves(workdir)
   return summary
+
+
+def _resume_host_state(start, tokenizer, train_iter, accumulator, unigram) -> None:
+  """Puts back what a checkpoint holds besides the arrays: the data position, the
+  metrics window not yet logged and the unigram counts."""
+  saved_tokenizer = start.meta.get("tokenizer")
+  if saved_tokenizer != tokenizer:
+    raise checkpoint_lib.IncompatibleCheckpointError(
+        f"checkpoint {start.path} was trained with tokenizer {saved_tokenizer}, this run's data "
+        f"with {tokenizer}: the same ids would mean other tokens. Resume with the original "
+        f"data, or start a new run (another --workdir) with --config.init_from={start.path}")
+  train_iter.set_state(start.data_state)
+  loop = start.meta.get("loop") or {}
+  accumulator.set_state(loop.get("metrics_window") or [])
+  if unigram is not None and loop.get("unigram_train_counts") is not None:
+    unigram.train_counts[:] = np.asarray(loop["unigram_train_counts"], np.int64)
 
 
 def _count_params(params: Any) -> int:

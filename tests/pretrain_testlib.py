@@ -1,0 +1,37 @@
+"""Small shared pieces of the pretraining tests (a one-layer CPU config)."""
+
+import jax
+import numpy as np
+
+from bert_jax import model as model_lib
+from bert_jax import optim
+from bert_jax import train
+from bert_jax.configs import tiny
+
+
+def small_config(**fields):
+  """tiny.py:tiny with one layer: compiles in seconds on a shared 2-core CPU."""
+  c = tiny.get_config("tiny")
+  c.model.num_hidden_layers = 1
+  for k, v in fields.items():
+    target = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = v
+  c.lock()
+  return c
+
+
+def one_device_mesh():
+  return jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1),
+                           ("data", "fsdp", "tensor"),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 3)
+
+
+def build(config, mesh):
+  """(state, compiled steps) for `config` on `mesh`."""
+  model = model_lib.BertForPreTraining(train.model_config_from(config))
+  tx, schedule = optim.optimizer_from_config(config)
+  state, shardings = train.create_train_state(config, model, tx, mesh)
+  return state, train.compile_steps(config, model, tx, schedule, mesh, shardings)

@@ -1,0 +1,101 @@
+"""FLOPs and MFU accounting, accumulation and writers."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import metrics
+from bert_jax import model as model_lib
+
+
+def test_flops_of_bert_base_by_hand():
+  c = model_lib.bert_config("base")
+  seq, preds = 128, 20
+  per_token_params = 12 * (4 * 768 * 768 + 2 * 768 * 3072)  # 84.9M encoder matmul weights
+  expected = (6 * per_token_params * seq
+              + 12 * 12 * 12 * 64 * seq * seq          # attention: 12·L·heads·head_dim·S per token
+              + 6 * (768 * 768 + 768 * 30522) * preds  # MLM transform + decoder at 20 positions
+              + 6 * (768 * 768 + 2 * 768))             # pooler + NSP
+  assert metrics.train_flops_per_sequence(c, seq, preds) == expected
+  # ~6.5e10 training FLOPs per 128-token sequence of BERT-base.
+  assert 6.0e10 < expected < 7.5e10
+
+
+def test_flops_grow_with_predictions_only_through_the_decoder():
+  c = model_lib.bert_config("tiny", vocab_size=1000)
+  extra = (metrics.train_flops_per_sequence(c, 64, 11)
+           - metrics.train_flops_per_sequence(c, 64, 10))
+  assert extra == 6 * (128 * 128 + 128 * 1000)
+
+
+@pytest.mark.parametrize("kind,peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
+    ("TPU v5p", 459e12), ("Tesla T4", None)])
+def test_peak_table(kind, peak):
+  assert metrics.peak_flops_for(kind) == peak
+
+
+def test_cpu_peak_is_measured_and_mfu_divides_by_it():
+  peak, source = metrics.system_peak_flops(jax.devices("cpu")[:2])
+  assert source == "measured CPU matmul"
+  assert 1e8 < peak < 1e14
+  assert metrics.mfu(peak / 4, peak) == 0.25
+  assert metrics.mfu(1.0, None) is None
+
+
+def test_mean_accumulator_and_eval_summary():
+  acc = metrics.MeanAccumulator()
+  acc.add({"loss": jax.numpy.asarray(1.0)})
+  acc.add({"loss": jax.numpy.asarray(2.0)})
+  assert acc.result() == {"loss": 1.5}
+  assert len(acc) == 0
+  s = metrics.summarise_eval(dict(mlm_loss_sum=6.0, mlm_correct=1.0, mlm_weight=4.0,
+                                  nsp_loss_sum=1.0, nsp_correct=3.0, num_sequences=4.0))
+  assert s == {"eval_mlm_loss": 1.5, "eval_mlm_accuracy": 0.25, "eval_nsp_loss": 0.25,
+               "eval_nsp_accuracy": 0.75, "eval_perplexity": math.exp(1.5)}
+
+
+def test_unigram_baseline():
+  u = metrics.UnigramBaseline(5)
+  u.add_train({"masked_lm_ids": np.array([[1, 1, 2, 0]]),
+               "masked_lm_weights": np.array([[1, 1, 1, 0]], np.float32)})
+  u.add_eval({"masked_lm_ids": np.array([[1, 3, 3, 3]]),
+              "masked_lm_weights": np.array([[1, 1, 1, 1]], np.float32)})
+  r = u.result()
+  assert r["unigram_mlm_accuracy"] == 0.25
+  probs = np.array([1, 3, 2, 1, 1]) / 8  # add-one smoothed train counts
+  np.testing.assert_allclose(r["unigram_mlm_loss"],
+                             -(np.log(probs[1]) + 3 * np.log(probs[3])) / 4)
+
+
+def test_writer_keeps_full_precision_and_writes_events(tmp_path):
+  w = metrics.MetricsWriter(str(tmp_path))
+  w.write(3, {"loss": 0.1234567890123456789, "eval_mlm_accuracy": np.float32(0.5)})
+  w.write(6, {"loss": 1 / 3})
+  w.close()
+  with open(tmp_path / "metrics.jsonl") as f:
+    lines = [json.loads(l) for l in f]
+  assert lines == [{"step": 3, "loss": 0.1234567890123456789, "eval_mlm_accuracy": 0.5},
+                   {"step": 6, "loss": 1 / 3}]
+  assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+  assert metrics.plot_curves(str(tmp_path)).endswith("curves.png")
+  assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+  w = metrics.MetricsWriter(str(tmp_path / "x"), enabled=False)
+  w.write(1, {"loss": 1.0})
+  assert not (tmp_path / "x").exists()
+  with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+    metrics.read_metrics(str(tmp_path))
+
+
+def test_progress_line():
+  line = metrics.progress_line(10, 100, {"loss": 2.0, "mlm_accuracy": 0.5, "nsp_accuracy": 0.75},
+                               seq_per_sec=12.5, tokens_per_sec=1600, mfu_value=0.123, eta_s=3725)
+  assert line == ("step 10/100 | loss 2.0000 | mlm_acc 0.5000 | nsp_acc 0.7500 | 12.5 seq/s | "
+                  "1600 tok/s | MFU 12.3% | ETA 1:02:05")
