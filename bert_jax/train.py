@@ -326,12 +326,11 @@ def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
 
 def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
   """Host-local training batches, endless, with get_state / set_state."""
-  local_batch = config.global_batch_size // jax.process_count()
   if data_dir is None:
     return synthetic.SyntheticIterator(
-        batch_size=local_batch, seq_len=config.max_seq_length,
+        batch_size=config.global_batch_size, seq_len=config.max_seq_length,
         num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=config.seed + jax.process_index())
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
   cfg = _loader_config(config, data_dir, split="train", batch_size=config.global_batch_size,
                        num_epochs=None, seed=config.seed)
   return _loader().make_pretraining_iterator(cfg)
@@ -339,13 +338,12 @@ def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None)
 
 def make_eval_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
   """The same held-out batches every time it is called (fixed seed, one epoch)."""
-  local_batch = config.eval_batch_size // jax.process_count()
   if data_dir is None:
     # A seed far from the training stream's.
     return synthetic.SyntheticIterator(
-        batch_size=local_batch, seq_len=config.max_seq_length,
+        batch_size=config.eval_batch_size, seq_len=config.max_seq_length,
         num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=10_000_019 + jax.process_index())
+        seed=10_000_019, process_index=jax.process_index(), process_count=jax.process_count())
   cfg = _loader_config(config, data_dir, split="eval", batch_size=config.eval_batch_size,
                        num_epochs=1, seed=config.seed)
   return _loader().make_pretraining_iterator(cfg)
