@@ -297,13 +297,15 @@ class Setup:
   schedule: optax.Schedule
   trainable_count: int
   total_count: int
+  _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def merged_params(self, trainable=None):
     """The full parameter tree with LoRA merged in (device arrays)."""
     trainable = self.state.params if trainable is None else trainable
+    if "merge" not in self._cache:  # one compilation per run, not per save
+      self._cache["merge"] = jax.jit(functools.partial(assemble, lora_scale=self.lora_scale))
     with partitioning.axis_rules(self.mesh):
-      return jax.jit(functools.partial(assemble, lora_scale=self.lora_scale))(trainable,
-                                                                              self.frozen)
+      return self._cache["merge"](trainable, self.frozen)
 
 
 def _flatten(tree, prefix=()):
