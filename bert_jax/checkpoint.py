@@ -418,6 +418,38 @@ def load_hf_params(path: str, model_config: Any, abstract_params: Any,
   return jax.tree.unflatten(treedef, [merged[n] for n in flatten_with_names(abstract_params)])
 
 
+def read_checkpoint(path: str, step: int | None = None) -> tuple[str, dict, Any]:
+  """(step directory, meta, params as host NumPy arrays) of one of our checkpoints.
+
+  `path` is a workdir, its checkpoints/ directory or a step directory; `step`
+  picks one (default: the latest). Reads on the host, so a checkpoint saved on any
+  mesh (or any number of hosts) loads here.
+  """
+  found = resolve_our_checkpoint(path)
+  if found is None:
+    raise CheckpointError(f"{path}: no checkpoint found (expected {CHECKPOINTS_SUBDIR}/<step>/"
+                          f"{STATE})")
+  directory, latest = found
+  step = latest if step is None else int(step)
+  step_dir = os.path.join(directory, str(step))
+  if not _is_step_dir(step_dir):
+    available = sorted(int(d) for d in os.listdir(directory) if _is_step_dir(os.path.join(directory, d)))
+    raise CheckpointError(f"{directory}: no checkpoint of step {step}; available: {available}")
+  try:
+    with open(os.path.join(step_dir, META, "metadata")) as f:
+      meta = json.load(f)
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(os.path.join(step_dir, STATE))
+    params_meta = getattr(metadata, "item_metadata", metadata)["params"]
+    target = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+    restored = checkpointer.restore(os.path.join(step_dir, STATE), args=ocp.args.PyTreeRestore(
+        item={"params": params_meta}, restore_args={"params": target}, partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
+  return step_dir, meta, restored["params"]
+
+
 def is_hf_directory(path: str) -> bool:
   return os.path.exists(os.path.join(path, "config.json"))
 
