@@ -546,6 +546,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {"preempted_at_step": p.step}
   finally:
     checkpointer.close()  # waits for the last asynchronous save to commit
+  if start.step >= config.num_train_steps:
+    # The same command again after the run finished: nothing to train; report the
+    # final evaluation again rather than overwrite summary.json with nothing.
+    print(f"the run is already complete (step {start.step})", flush=True)
+    eval_metrics = evaluate(steps, state.params, make_eval_iterator(config, data_dir), mesh,
+                            config.num_eval_steps, unigram)
 
   summary = dict(eval_metrics)
   if unigram is not None:
