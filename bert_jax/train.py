@@ -497,6 +497,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       init_state=lambda: create_train_state(config, model, tx, mesh)[0],
       init_from=config.init_from, model_config=model.config)
   state = start.state
+  start_step = start.step  # read now: the first train step donates start.state's buffers
   steps = compile_steps(config, model, tx, schedule, mesh, shardings)
   train_iter = make_train_iterator(config, data_dir)
   accumulator = metrics_lib.MeanAccumulator()
@@ -511,7 +512,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           flush=True)
   # Records of steps after the starting one belong to a run that died before its
   # next checkpoint: this run writes those steps again.
-  checkpoint_lib.rewind_metrics(workdir, start.step, metrics_lib.METRICS_FILE)
+  checkpoint_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)
 
   def checkpoint_meta():
     return {"config": json.loads(config.to_json_best_effort()), "tokenizer": tokenizer,
@@ -546,10 +547,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {"preempted_at_step": p.step}
   finally:
     checkpointer.close()  # waits for the last asynchronous save to commit
-  if start.step >= config.num_train_steps:
+  if start_step >= config.num_train_steps:
     # The same command again after the run finished: nothing to train; report the
     # final evaluation again rather than overwrite summary.json with nothing.
-    print(f"the run is already complete (step {start.step})", flush=True)
+    print(f"the run is already complete (step {start_step})", flush=True)
     eval_metrics = evaluate(steps, state.params, make_eval_iterator(config, data_dir), mesh,
                             config.num_eval_steps, unigram)
 
