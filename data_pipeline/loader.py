@@ -213,6 +213,19 @@ def _fingerprint(config: LoaderConfig, manifest: dict) -> str:
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _absl_flags_usable() -> None:
+  """Lets grain read its absl flags in a program that never parsed any.
+
+  With jax loaded (a training process), grain's worker start-up reads its own
+  absl flags; outside an absl app (a library caller, a notebook, a test) they
+  are unparsed and reading them raises. Their defaults are what such a caller
+  wants; an absl app that parses later still parses as usual.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 class PretrainingIterator:
   """Iterates host batches (dicts of NumPy arrays, see CONTRACT_KEYS); checkpointable."""
 
@@ -234,6 +247,7 @@ class PretrainingIterator:
     # runs, without grain's default 16 threads x 500 elements of read-ahead.
     dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
     if config.worker_count > 0:
+      _absl_flags_usable()
       dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
           num_workers=config.worker_count, per_worker_buffer_size=2))
     self._iter = iter(dataset)
