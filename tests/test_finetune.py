@@ -1,12 +1,17 @@
 """Fine-tuning end to end on tiny random checkpoints and small learnable tasks."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from bert_jax import finetune
 from tests import finetune_fixtures as F
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def test_ner_learns_entities(tmp_path, hf_dir):
   assert "PER" in report and "micro avg" in report
 
 
-def test_launcher_regression_end_to_end(tmp_path, hf_dir, capsys):
+def test_launcher_regression_end_to_end(tmp_path, hf_dir):
   rng = np.random.default_rng(0)
   rows = []
   for _ in range(64):
@@ -90,18 +95,17 @@ def test_launcher_regression_end_to_end(tmp_path, hf_dir, capsys):
   train = F.write_tsv(tmp_path / "train.tsv", rows, header)
   dev = F.write_tsv(tmp_path / "dev.tsv", rows[:32], header)
   out = tmp_path / "out"
-  argv = ["finetune", "--task=regression", f"--init_from={hf_dir}", f"--train_file={train}",
+  argv = ["--task=regression", f"--init_from={hf_dir}", f"--train_file={train}",
           f"--eval_file={dev}", f"--output_dir={out}", "--text_column=a",
           "--label_column=score", "--max_seq_length=12", "--num_epochs=1", "--batch_size=16",
           "--eval_batch_size=16", "--learning_rate=1e-3"]
-  from absl import flags
-  from launch import finetune as launcher
-  try:
-    flags.FLAGS(argv)
-    launcher.main(argv[:1])
-  finally:
-    flags.FLAGS.unparse_flags()
-  stdout = capsys.readouterr().out
+  # A process of its own, as a user runs it: launchers define absl flags at import
+  # (launch.export's --output_dir too), so two of them cannot share the test process.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  result = subprocess.run([sys.executable, "-m", "launch.finetune", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  stdout = result.stdout
   line = json.loads(stdout.strip().splitlines()[-1])
   assert line["task"] == "regression" and line["train_steps"] == 4
   assert np.isfinite(line["eval_pearson"]) and "eval_spearman" in line
