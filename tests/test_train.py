@@ -79,9 +79,11 @@ def test_train_step_is_deterministic_given_step_and_differs_across_steps(setup):
 
 
 def test_train_and_evaluate_writes_metrics_events_and_curves(tmp_path):
+  # Two micro-batches of 8 over data x fsdp = 4 devices: accumulation on a mesh.
   config = pretrain_testlib.small_config(synthetic_data=True, num_train_steps=6,
                                          log_every_steps=2, eval_every_steps=4,
-                                         checkpoint_every_steps=0, mesh_shape=(2, 2, 2))
+                                         checkpoint_every_steps=0, mesh_shape=(2, 2, 2),
+                                         num_micro_batches=2)
   summary = train.train_and_evaluate(config, str(tmp_path))
   records = metrics_lib.read_metrics(str(tmp_path))
   train_records = [r for r in records if "loss" in r]
