@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
@@ -146,4 +147,8 @@ def _export_sentencepiece(tokenizer, output_dir: str, model_max_length: int) -> 
                                                   "attention_mask"],
                             "clean_up_tokenization_spaces": False,
                             "model_max_length": model_max_length, **SPECIAL_TOKENS})
-  return [json_path, config_path]
+  # The SentencePiece model itself too: transformers reads tokenizer.json, and
+  # bert-jax (fine-tuning with --init_from=this directory) reads the .model.
+  model_path = os.path.join(output_dir, os.path.basename(tokenizer.path))
+  shutil.copyfile(tokenizer.path, model_path)
+  return [json_path, config_path, model_path]

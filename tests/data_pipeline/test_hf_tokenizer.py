@@ -45,9 +45,11 @@ def test_sentencepiece_export_matches_autotokenizer(tmp_path, real_text, model_t
   ours = load_tokenizer(model)
   out = str(tmp_path / "export")
   written = export_tokenizer(ours, out)
-  assert sorted(os.path.basename(p) for p in written) == ["tokenizer.json",
-                                                          "tokenizer_config.json"]
+  assert sorted(os.path.basename(p) for p in written) == [
+      os.path.basename(model), "tokenizer.json", "tokenizer_config.json"]
   _check_same_ids(ours, out, real_text)
+  # bert-jax itself reads the exported directory too (fine-tuning from an export).
+  assert load_tokenizer(out).identity == ours.identity
 
 
 @pytest.mark.parametrize("lowercase", [True, False])
