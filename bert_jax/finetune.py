@@ -308,16 +308,6 @@ class Setup:
       return self._cache["merge"](trainable, self.frozen)
 
 
-def _flatten(tree, prefix=()):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
 def _place(value: np.ndarray, sharding) -> jax.Array:
   # Every process holds the whole checkpoint; each device takes its own slice.
   value = np.asarray(value)
@@ -345,8 +335,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(init_fn, init_key)
   params, shardings = partitioning.create_sharded(init_fn, mesh, rules, init_key)
-  source = _flatten({**pretrained, **(head or {})})
-  flat_params, flat_shardings = _flatten(params), _flatten(shardings)
+  source = interop.flatten_tree({**pretrained, **(head or {})})
+  flat_params, flat_shardings = interop.flatten_tree(params), interop.flatten_tree(shardings)
   loaded = set()
   for path, value in flat_params.items():
     if path in source:
@@ -407,16 +397,10 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       in_shardings=(state_shardings.params, frozen_shardings, batch_sharding),
       out_shardings=replicated)
 
-  def in_mesh(fn):
-    @functools.wraps(fn)
-    def wrapped(*args):
-      with partitioning.axis_rules(mesh, rules):
-        return fn(*args)
-    return wrapped
-
   return Setup(model=model, bert_config=bert_config, mesh=mesh, state=state, frozen=frozen,
-               loaded=frozenset(loaded), lora_scale=lora_scale, train=in_mesh(train),
-               predict=in_mesh(predict), schedule=schedule,
+               loaded=frozenset(loaded), lora_scale=lora_scale,
+               train=partitioning.in_mesh(train, mesh, rules),
+               predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
                trainable_count=lora.count(state.params),
                total_count=lora.count(params) + (lora.count(trainable["lora"]) if use_lora else 0))
 

@@ -111,17 +111,19 @@ def _tree_leaves(tree):
   return [tree]
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  """{path tuple: leaf} of a nested dict."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
+      out.update(flatten_tree(v, prefix + (k,)))
     else:
       out[prefix + (k,)] = v
   return out
 
 
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+def unflatten_tree(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+  """The inverse of `flatten_tree`."""
   out: dict[str, Any] = {}
   for path, v in flat.items():
     node = out
@@ -215,7 +217,7 @@ def _expected_shapes(config: model_lib.BertConfig) -> dict[tuple[str, ...], tupl
   cfg = config.replace(scan_layers=False)
   abstract = jax.eval_shape(
       lambda: model_lib.BertForPreTraining(cfg).init(jax.random.key(0), **model_lib.dummy_inputs(cfg)))
-  return {p: tuple(v.shape) for p, v in _flatten(nn.unbox(abstract["params"])).items()}
+  return {p: tuple(v.shape) for p, v in flatten_tree(nn.unbox(abstract["params"])).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +305,7 @@ def _load(directory, require_heads, config_overrides):
                      f"{absent_groups}")
   used = {_hf_key(p) for p in flat}
   ignored = tuple(sorted(k for k in tensors if k not in used and k not in _REDUNDANT_KEYS))
-  params = _unflatten(flat)
+  params = unflatten_tree(flat)
   if config.scan_layers:
     params = stack_layers(params)
   report = LoadReport(directory, encoder_only, tuple(absent_groups), ignored)
@@ -321,7 +323,7 @@ def _group(path: tuple[str, ...]) -> str:
 def to_hf_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Our (possibly scanned, possibly device-resident) params -> transformers' state dict."""
   params = unstack_layers(_to_numpy(params))
-  return {_hf_key(path): _to_hf_array(path, x) for path, x in _flatten(params).items()}
+  return {_hf_key(path): _to_hf_array(path, x) for path, x in flatten_tree(params).items()}
 
 
 def _to_numpy(tree):

@@ -10,6 +10,7 @@ a laptop (1 device), an 8-GPU box and a TPU pod.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 import math
 from typing import Any
@@ -134,6 +135,16 @@ def axis_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
   """Activates `mesh` and the logical `rules` for tracing, init and apply."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(validate_rules(rules)):
     yield
+
+
+def in_mesh(fn: Callable[..., Any], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Callable[..., Any]:
+  """`fn` (a jitted step) called with `mesh` and `rules` active, so its traced
+  logical constraints resolve."""
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with axis_rules(mesh, rules):
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def logical_axes(boxed_tree: Any) -> Any:

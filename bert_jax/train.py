@@ -256,14 +256,8 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
                      in_shardings=(state_shardings.params, batch_sharding),
                      out_shardings=replicated)
 
-  def in_mesh(fn):
-    @functools.wraps(fn)
-    def wrapped(*args):
-      with partitioning.axis_rules(mesh, rules):
-        return fn(*args)
-    return wrapped
-
-  return CompiledSteps(train=in_mesh(train), eval=in_mesh(evaluate))
+  return CompiledSteps(train=partitioning.in_mesh(train, mesh, rules),
+                       eval=partitioning.in_mesh(evaluate, mesh, rules))
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 r"""Weak scaling over mesh layouts: per-device batch fixed, 1 -> N devices.
 
   python -m launch.scaling_benchmark --config=bert_jax/configs/tiny.py:tiny \
-      --per_device_batch=8 --max_devices=8 --steps=10
+      --per_device_batch=8 --max_devices=8 --steps=10 [--override=config.model.hidden_size=128]
 
 Each row runs `launch.benchmark` in a fresh process (the device count is fixed
 when jax starts), on the CPU with `--xla_force_host_platform_device_count=N`
@@ -25,6 +25,10 @@ _MAX_DEVICES = flags.DEFINE_integer("max_devices", 8, "Largest device count (a p
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per row.")
 _SEQ = flags.DEFINE_integer("seq_len", None, "Sequence length (default: the config's).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the rows as JSON lines here.")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "override", ["config.model.num_attention_heads=8"],
+    "Config overrides passed on as --FIELD=VALUE (repeatable). The default gives the tiny "
+    "variant 8 heads, so that a tensor axis of 8 divides them.")
 
 
 def layouts(max_devices: int):
@@ -47,6 +51,7 @@ def run_row(devices: int, mesh_shape) -> dict:
              f"--config.mesh_shape={tuple(mesh_shape)}"]
   if _SEQ.value:
     command.append(f"--seq_len={_SEQ.value}")
+  command += [f"--{o}" for o in _OVERRIDES.value]
   out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
   if out.returncode:
     raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")

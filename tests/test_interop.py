@@ -171,3 +171,17 @@ def test_not_a_bert_checkpoint(tmp_path):
   os.remove(tmp_path / "config.json")
   with pytest.raises(ValueError, match="no config.json"):
     interop.load_hf(str(tmp_path))
+
+
+def test_pytorch_bin_checkpoint_reads_like_safetensors(tmp_path):
+  torch.manual_seed(0)
+  hf = transformers.BertForPreTraining(_hf_config())
+  hf.save_pretrained(tmp_path / "st")
+  # An older export: config.json beside a torch.save'd state dict (transformers 5
+  # writes only safetensors itself).
+  (tmp_path / "bin").mkdir()
+  (tmp_path / "bin" / "config.json").write_text((tmp_path / "st" / "config.json").read_text())
+  torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+  _, a = interop.load_hf(str(tmp_path / "st"))
+  _, b = interop.load_hf(str(tmp_path / "bin"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -37,11 +37,11 @@ def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
   assert np.isfinite(float(metrics["loss"]))
 
   # Frozen: bit-identical. Trained: every leaf moved (B leaves zero at the first step).
-  flat_frozen = finetune._flatten(frozen_before)
-  for path, after in finetune._flatten(jax.tree.map(np.asarray, setup.frozen)).items():
+  flat_frozen = interop.flatten_tree(frozen_before)
+  for path, after in interop.flatten_tree(jax.tree.map(np.asarray, setup.frozen)).items():
     assert after.tobytes() == flat_frozen[path].tobytes(), path
-  flat_trained = finetune._flatten(trained_before)
-  for path, after in finetune._flatten(jax.tree.map(np.asarray, state.params)).items():
+  flat_trained = interop.flatten_tree(trained_before)
+  for path, after in interop.flatten_tree(jax.tree.map(np.asarray, state.params)).items():
     assert not np.array_equal(after, flat_trained[path]), path
 
   # Export: W + (alpha / r) A B on query/value; everything else exactly the checkpoint's.
@@ -49,10 +49,10 @@ def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
   finetune.save_model(str(tmp_path / "export"), cfg, bert_config, merged, ["neg", "pos"], tok)
   _, exported = interop.load_hf(str(tmp_path / "export"))
   adapters = jax.tree.map(np.asarray, state.params["lora"])
-  source = finetune._flatten(pretrained)
+  source = interop.flatten_tree(pretrained)
   targets = set(lora.target_kernels(pretrained))
   assert len(targets) == layers * 2
-  for path, value in finetune._flatten(exported).items():
+  for path, value in interop.flatten_tree(exported).items():
     if path[0] == "cls":
       continue
     if path in targets:
@@ -72,7 +72,7 @@ def test_split_combine_and_merge_identity():
       "key": {"kernel": np.ones((4, 2, 2), np.float32)}}}}}}, "classifier": {"bias": np.zeros(2)}}
   trained, frozen = lora.split(params, lambda p: p[0] == "classifier")
   assert list(trained) == ["classifier"] and "classifier" not in frozen
-  assert finetune._flatten(lora.combine(trained, frozen)).keys() == finetune._flatten(params).keys()
+  assert interop.flatten_tree(lora.combine(trained, frozen)).keys() == interop.flatten_tree(params).keys()
   adapters = jax.tree.map(np.asarray, jax.tree.map(
       lambda b: b.value, lora.init_adapters(jax.random.PRNGKey(0), params, rank=3),
       is_leaf=lambda x: hasattr(x, "names")))

@@ -4,7 +4,6 @@ The synthetic dataset is made through the real prepare path with a WordPiece voc
 made-up words "tN" (N = the token id), so every token id in a batch tells which document
 it came from: document d uses only ids in [base(d), base(d) + WORDS_PER_DOC).
 """
-import os
 
 import numpy as np
 

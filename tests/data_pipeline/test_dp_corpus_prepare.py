@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from dp_fixtures import write_synthetic_corpus, write_vocab
 

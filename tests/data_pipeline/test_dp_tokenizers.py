@@ -2,7 +2,6 @@
 import os
 import sysconfig
 
-import numpy as np
 import pytest
 
 from data_pipeline.default_corpus import _file_sentences
