@@ -7,6 +7,7 @@ options that change its output), recorded in every prepared dataset.
 """
 from __future__ import annotations
 
+import abc
 import glob
 import hashlib
 import json
@@ -33,7 +34,7 @@ def _file_sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
   """Common interface. Subclasses fill the attributes in `__init__`."""
 
   kind: str
@@ -46,24 +47,27 @@ class Tokenizer:
   mask_id: int
   identity: str  # "<kind>:<sha256 of file and options>", stable across machines.
 
+  @abc.abstractmethod
   def encode(self, text: str) -> list[int]:
-    raise NotImplementedError
+    """Token ids of `text`, without [CLS]/[SEP]."""
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
 
+  @abc.abstractmethod
   def id_to_token(self, token_id: int) -> str:
-    raise NotImplementedError
+    """The vocabulary entry of `token_id`."""
 
+  @abc.abstractmethod
   def decode(self, ids: Iterable[int]) -> str:
-    raise NotImplementedError
+    """Text of `ids`."""
 
   def tokens(self) -> list[str]:
     return [self.id_to_token(i) for i in range(self.vocab_size)]
 
+  @abc.abstractmethod
   def word_start_table(self) -> np.ndarray:
     """bool[vocab_size]: True where a token begins a word (specials count as starts)."""
-    raise NotImplementedError
 
   def word_starts(self, ids: Sequence[int]) -> np.ndarray:
     """bool per id: True where that token begins a new word."""
