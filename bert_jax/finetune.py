@@ -347,7 +347,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       loaded.add(path)
   fresh = sorted("/".join(p) for p in flat_params if p not in loaded)
   logging.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh) or "nothing")
-  params = _unflatten(flat_params)
+  params = interop.unflatten_tree(flat_params)
 
   use_lora = cfg.lora_rank > 0
   is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
@@ -403,16 +403,6 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
                predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
                trainable_count=lora.count(state.params),
                total_count=lora.count(params) + (lora.count(trainable["lora"]) if use_lora else 0))
-
-
-def _unflatten(flat):
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
 
 
 # ----------------------------------------------------------------------------- batches
