@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-from data_pipeline import loader as loader_lib
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 
 
@@ -31,20 +30,22 @@ def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: i
 
 
 def measure_loader(data_dir: str, max_seq_length: int, batch_size: int = 256,
-                   seconds: float = 10.0, whole_word: bool = False, cache: bool = True) -> dict:
+                   seconds: float = 10.0, whole_word: bool = False) -> dict:
   """Sequences/s of the in-process loader (worker_count=0: one core, its prefetch thread
-  included in the CPU time). `cache=False` disables the decoded-document cache, which is
-  what a corpus much larger than the cache sees: every document read from disk."""
-  loader_lib._CACHE_BYTES = (256 << 20) if cache else 0
+  included in the CPU time), reading token pages from the shards for every batch; also the
+  seconds one epoch's document walk takes (once per epoch and process)."""
   predictions = {128: 20, 512: 80}.get(max_seq_length, max(1, round(max_seq_length * 0.15)))
   it = make_pretraining_iterator(LoaderConfig(
       data_dir, global_batch_size=batch_size, max_seq_length=max_seq_length,
       max_predictions_per_seq=predictions, whole_word_masking=whole_word))
-  next(it)  # Builds the chunk table and the first permutation.
+  next(it)  # Walks the first epoch.
+  walk_start = time.process_time()
+  it._maker.epochs._walk(1)
+  walk_seconds = time.process_time() - walk_start
   start, cpu0, n = time.perf_counter(), time.process_time(), 0
   while time.perf_counter() - start < seconds:
     n += len(next(it)["input_ids"])
   wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
   return {"max_seq_length": max_seq_length, "batch_size": batch_size, "sequences": n,
-          "whole_word_masking": whole_word, "document_cache": cache,
+          "whole_word_masking": whole_word, "epoch_walk_cpu_seconds": round(walk_seconds, 3),
           "seq_per_s_wall": round(n / wall), "seq_per_s_per_cpu_second": round(n / cpu)}

@@ -1,36 +1,41 @@
-"""Sentence-pair instances with google-research/bert's semantics, planned for a whole batch
-at once with NumPy.
+"""Sentence-pair instances with google-research/bert's semantics, planned with NumPy.
 
-The corpus is cut once into *chunks*: runs of consecutive sentences of one document whose
-first tokens fall in the same window of `max_num_tokens` tokens (`build_chunks`; one
-vectorised pass, no per-sentence Python). A chunk plays the role of BERT's `current_chunk`
-in `create_instances_from_document`. For each example (one chunk) and epoch:
+`create_instances_from_document` in google-research/bert walks each document sentence by
+sentence, closing a *chunk* when its length reaches the target (or the document ends), and
+makes one example per chunk. Here the same walk runs for all documents at once
+(`epoch_examples`, one vectorised step per chunk position), and every decision about a chunk
+is drawn from (seed, epoch, index of the chunk's first sentence) (`_decide`). An example is
+therefore named by its first sentence: the walk lists an epoch's examples, and
+`plan_pairs` re-derives any of them on any host, in any order, after any resume.
 
+Per chunk (in NSP mode):
 - target length: `max_num_tokens`, or with probability `short_seq_prob` uniform on
-  [2, max_num_tokens]; the example uses the chunk's first sentences up to that target.
-- NSP: A = the first `a_end` sentences, `a_end` uniform on [1, k-1] (k = sentences used);
+  [2, max_num_tokens]. The chunk is its first sentences up to the first one that reaches the
+  target (or the end of the document).
+- A = the first `a_end` sentences, `a_end` uniform on [1, k-1] (k = the chunk's sentences);
   B = the rest (label 0) or, with probability 1/2 or when k == 1, sentences of a uniformly
   chosen *other* document from a uniform start sentence until `target - len(A)` tokens are
-  reached (label 1).
+  reached (label 1). Then the chunk's unused sentences go back to the stream: the next chunk
+  starts right after A, as BERT's `i -= num_unused_segments` does.
 - SOP (ALBERT): B is always the true continuation; with probability 1/2 A and B are swapped
   (label 1). A one-sentence chunk is cut at its middle token.
 - none (RoBERTa-style full sentences within a document): one segment, label 0.
-- The pair is cut to `max_num_tokens` like `truncate_seq_pair`: tokens are removed from the
-  longer segment, each from its front or back with probability 1/2. The number removed from
-  the front is Binomial(removed, 1/2), drawn exactly.
+- The pair is cut to `max_num_tokens` like `truncate_seq_pair`: tokens go from the longer
+  segment (A on ties), each from its front or back with probability 1/2. The number removed
+  from the front is Binomial(removed, 1/2), drawn exactly.
 
-Known difference from BERT: BERT walks each document once per duplication and puts a random
-B's unused sentences back into the stream; here chunks are fixed, so those sentences (and the
-tail of a shortened chunk) are not used by that example in that epoch. Every epoch draws
-anew, so over epochs all text is seen; in exchange any example is a pure function of
-(seed, epoch, example index), which makes resume and host slicing exact.
+One deliberate difference: BERT draws the short target once per document, so a short
+document-level draw shortens all of that document's chunks and the share of short sequences
+depends on document lengths. Here it is drawn per chunk, so `short_seq_prob` is the share of
+short sequences, whatever the corpus.
 
-All segments are [start, start + length) token ranges inside documents, because a document's
-sentences are stored back to back.
+Segments are [start, start + length) ranges of token *coordinates*: a split's sentences are
+stored back to back (records.py), so sentence s spans [bounds[s], bounds[s + 1]).
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,52 +47,105 @@ PAIR_MODES = ("nsp", "sop", "none")
 @dataclasses.dataclass(frozen=True)
 class DocumentIndex:
   """Sentence layout of a split: D documents, S sentences in document order."""
-  doc_num_sents: np.ndarray   # int64[D]
-  doc_first_sent: np.ndarray  # int64[D], index into the sentence arrays
-  sent_lengths: np.ndarray    # int64[S]
-  sent_tok_start: np.ndarray  # int64[S], token offset of the sentence in its document
+  doc_first_sent: np.ndarray  # int64[D + 1]; document d holds sentences [f[d], f[d + 1])
+  sent_bounds: np.ndarray     # int64[S + 1]; sentence s holds coordinates [b[s], b[s + 1])
 
   @classmethod
   def from_counts(cls, sentence_counts: np.ndarray, sentence_lengths: np.ndarray):
     counts = np.asarray(sentence_counts, dtype=np.int64)
     lengths = np.asarray(sentence_lengths, dtype=np.int64)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    global_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    doc_of_sent = np.repeat(np.arange(len(counts)), counts)
-    doc_tok_start = global_start[np.minimum(first, max(len(lengths) - 1, 0))] if len(
-        lengths) else np.zeros(len(counts), np.int64)
-    tok_start = global_start - doc_tok_start[doc_of_sent] if len(lengths) else global_start
-    return cls(counts, first, lengths, tok_start)
+    if len(lengths) != counts.sum():
+      raise ValueError(f"{counts.sum()} sentences counted but {len(lengths)} lengths given")
+    if (lengths < 1).any():
+      raise ValueError("every sentence needs at least one token")
+    first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return cls(first, bounds)
 
   @property
   def num_documents(self) -> int:
-    return len(self.doc_num_sents)
+    return len(self.doc_first_sent) - 1
+
+  @property
+  def doc_num_sents(self) -> np.ndarray:
+    return np.diff(self.doc_first_sent)
+
+  def document_of(self, sentences: np.ndarray) -> np.ndarray:
+    return np.searchsorted(self.doc_first_sent, sentences, side="right") - 1
+
+  def run_length(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Tokens in sentences [first, last] (inclusive)."""
+    return self.sent_bounds[last + 1] - self.sent_bounds[first]
+
+  def reach(self, first: np.ndarray, last_allowed: np.ndarray, target) -> np.ndarray:
+    """The first sentence j >= first whose run [first, j] has >= target tokens, at most
+    `last_allowed` (BERT's "add sentences until the length reaches the target")."""
+    j = np.searchsorted(self.sent_bounds, self.sent_bounds[first] + target, side="left") - 1
+    return np.clip(j, first, last_allowed)
 
 
 @dataclasses.dataclass(frozen=True)
-class Chunks:
-  doc: np.ndarray         # int64[N] document of each chunk
-  first_sent: np.ndarray  # int64[N] global index of its first sentence
-  num_sents: np.ndarray   # int64[N]
+class _Decisions:
+  """The walk's draws for chunks starting at sentences `start` (see module docstring)."""
+  start: np.ndarray
+  doc: np.ndarray
+  is_short: np.ndarray
+  target: np.ndarray
+  k: np.ndarray           # sentences in the chunk
+  a_end: np.ndarray       # sentences in A
+  is_random: np.ndarray   # NSP: B from another document (the rest is put back)
 
-  def __len__(self) -> int:
-    return len(self.doc)
+  @property
+  def advance(self) -> np.ndarray:
+    """Sentences consumed: all k, or only A when a random B sends the rest back."""
+    return np.where(self.is_random, self.a_end, self.k)
 
 
-def build_chunks(index: DocumentIndex, max_num_tokens: int) -> Chunks:
-  """Sentences whose start offset shares a `max_num_tokens` window form one chunk."""
-  doc_of_sent = np.repeat(np.arange(index.num_documents), index.doc_num_sents)
-  window = index.sent_tok_start // max_num_tokens
-  change = np.ones(len(doc_of_sent), dtype=bool)
-  change[1:] = (doc_of_sent[1:] != doc_of_sent[:-1]) | (window[1:] != window[:-1])
-  first = np.flatnonzero(change)
-  num = np.diff(np.concatenate([first, [len(doc_of_sent)]]))
-  return Chunks(doc_of_sent[first], first.astype(np.int64), num.astype(np.int64))
+def max_num_tokens_for(max_seq_length: int, pair_mode: str) -> int:
+  return max_seq_length - (2 if pair_mode == "none" else 3)
+
+
+def _decide(index: DocumentIndex, start: np.ndarray, doc: np.ndarray, seed: int, epoch: int,
+            max_num_tokens: int, short_seq_prob: float, pair_mode: str) -> _Decisions:
+  u = lambda stream: rnd.uniform(seed, epoch, stream, start)
+  is_short = u(rnd.SHORT_SEQ) < short_seq_prob
+  target = np.where(is_short, rnd.randint(2, max_num_tokens, u(rnd.SHORT_LEN)), max_num_tokens)
+  last = index.doc_first_sent[doc + 1] - 1
+  k = index.reach(start, last, target) - start + 1
+  if pair_mode == "none":
+    a_end = k
+  else:
+    a_end = np.where(k >= 2, rnd.randint(1, np.maximum(k - 1, 1), u(rnd.A_END)), 1)
+  if pair_mode == "nsp":
+    is_random = (k == 1) | (u(rnd.IS_RANDOM_NEXT) < 0.5)
+  else:
+    is_random = np.zeros(len(start), dtype=bool)
+  return _Decisions(start, doc, is_short, target, k, a_end, is_random)
+
+
+def epoch_examples(index: DocumentIndex, seed: int, epoch: int, max_seq_length: int,
+                   short_seq_prob: float, pair_mode: str) -> np.ndarray:
+  """The first sentences (sorted int64) of all of `epoch`'s examples: BERT's document walk,
+  run for every document at once, one chunk per step."""
+  _check_mode(pair_mode)
+  max_num_tokens = max_num_tokens_for(max_seq_length, pair_mode)
+  docs = np.flatnonzero(index.doc_num_sents > 0)
+  position = index.doc_first_sent[docs]
+  end = index.doc_first_sent[docs + 1]
+  found = []
+  while len(docs):
+    found.append(position)
+    decided = _decide(index, position, docs, seed, epoch, max_num_tokens, short_seq_prob,
+                      pair_mode)
+    position = position + decided.advance
+    going = position < end
+    docs, position, end = docs[going], position[going], end[going]
+  return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
 class PairPlan:
-  """Per example: segment token ranges inside documents, the label, and the short flag."""
+  """Per example: segment coordinate ranges, their documents, the label, the short flag."""
   doc_a: np.ndarray
   a_start: np.ndarray
   a_len: np.ndarray
@@ -98,113 +156,88 @@ class PairPlan:
   is_short: np.ndarray  # bool: the short-target draw fired
 
 
-def _gather_run(index: DocumentIndex, first: np.ndarray, avail: np.ndarray, width: int):
-  """Cumulative lengths of up to `width` sentences from `first` ([n, width], 0-padded)."""
-  cols = np.arange(max(width, 1))
-  valid = cols[None, :] < avail[:, None]
-  sidx = np.where(valid, first[:, None] + cols[None, :], 0)
-  lens = np.where(valid, index.sent_lengths[sidx], 0)
-  return np.cumsum(lens, axis=1)
-
-
 def _truncate_pair(la, lb, max_num_tokens):
-  """Final lengths after BERT's truncate_seq_pair (longer side first; ties trim B)."""
+  """Final lengths after BERT's truncate_seq_pair: one token at a time from the longer
+  segment, from A on ties (Python's max() returns the first of equals)."""
   excess = np.maximum(la + lb - max_num_tokens, 0)
   lo = np.minimum(la, lb)
   d = np.abs(la - lb)
   one_sided = d >= excess
-  new_a = np.where(one_sided, np.where(la > lb, la - excess, la), lo - (excess - d) // 2)
-  new_b = np.where(one_sided, np.where(la > lb, lb, lb - excess), lo - (excess - d + 1) // 2)
+  rest = excess - d  # removed alternately once both are equal, A first
+  new_a = np.where(one_sided, np.where(la > lb, la - excess, la), lo - (rest + 1) // 2)
+  new_b = np.where(one_sided, np.where(la > lb, lb, lb - excess), lo - rest // 2)
   return new_a, new_b
 
 
-def plan_pairs(index: DocumentIndex, chunks: Chunks, chunk_ids: np.ndarray, seed: int,
-               epoch: int, max_seq_length: int, short_seq_prob: float,
-               pair_mode: str) -> PairPlan:
-  """Plans the examples whose identities are `chunk_ids` (int64[n]) for `epoch`."""
+def _check_mode(pair_mode: str) -> None:
   if pair_mode not in PAIR_MODES:
     raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
-  chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
-  n = len(chunk_ids)
-  rows = np.arange(n)
-  max_num_tokens = max_seq_length - (2 if pair_mode == "none" else 3)
-  u = lambda stream: rnd.uniform(seed, epoch, stream, chunk_ids)
 
-  cdoc = chunks.doc[chunk_ids]
-  cfirst = chunks.first_sent[chunk_ids]
-  cn = chunks.num_sents[chunk_ids]
-  is_short = u(rnd.SHORT_SEQ) < short_seq_prob
-  target = np.where(is_short, rnd.randint(2, max_num_tokens, u(rnd.SHORT_LEN)), max_num_tokens)
-  cum = _gather_run(index, cfirst, cn, int(cn.max(initial=1)))
-  # BERT closes the chunk at the first sentence that reaches the target.
-  k = np.minimum(cn, (cum < target[:, None]).sum(axis=1) + 1)
-  total = cum[rows, k - 1]
-  start = index.sent_tok_start[cfirst]
-  zeros = np.zeros(n, np.int64)
+
+def plan_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
+               max_seq_length: int, short_seq_prob: float, pair_mode: str) -> PairPlan:
+  """Plans the examples named by their first sentences `starts` (from `epoch_examples`)."""
+  _check_mode(pair_mode)
+  starts = np.asarray(starts, dtype=np.int64)
+  max_num_tokens = max_num_tokens_for(max_seq_length, pair_mode)
+  doc = index.document_of(starts)
+  c = _decide(index, starts, doc, seed, epoch, max_num_tokens, short_seq_prob, pair_mode)
+  start = index.sent_bounds[starts]
+  total = index.run_length(starts, starts + c.k - 1)
+  la = index.run_length(starts, starts + c.a_end - 1)
+  zeros = np.zeros(len(starts), np.int64)
 
   if pair_mode == "none":
-    la, lb = total, zeros
-    a_start, doc_b, b_start, label = start, cdoc, zeros, zeros
-    new_a = np.minimum(la, max_num_tokens)
-    new_b = zeros
+    a_start, doc_b, b_start, lb, label = start, doc, zeros, zeros, zeros
+  elif pair_mode == "sop":
+    # A lone sentence is cut in the middle so that both segments exist.
+    la = np.where(c.k == 1, np.maximum(total // 2, 1), la)
+    lb = total - la
+    swap = rnd.uniform(seed, epoch, rnd.IS_RANDOM_NEXT, starts) < 0.5
+    a_start = np.where(swap, start + la, start)
+    b_start = np.where(swap, start, start + la)
+    la, lb = np.where(swap, lb, la), np.where(swap, la, lb)
+    doc_b, label = doc, swap.astype(np.int64)
   else:
-    a_end = np.where(k >= 2, rnd.randint(1, np.maximum(k - 1, 1), u(rnd.A_END)), 1)
-    la = cum[rows, a_end - 1]
-    if pair_mode == "sop":
-      # A lone sentence is cut in the middle so that both segments exist.
-      la = np.where(k == 1, np.maximum(total // 2, 1), la)
-      lb = total - la
-      swap = u(rnd.IS_RANDOM_NEXT) < 0.5
-      a_start = np.where(swap, start + la, start)
-      b_start = np.where(swap, start, start + la)
-      la, lb = np.where(swap, lb, la), np.where(swap, la, lb)
-      doc_b, label = cdoc, swap.astype(np.int64)
-    else:
-      is_random = (k == 1) | (u(rnd.IS_RANDOM_NEXT) < 0.5)
-      num_docs = index.num_documents
-      other = rnd.randint(0, num_docs - 2, u(rnd.RANDOM_DOC))
-      other = other + (other >= cdoc)  # Uniform over documents other than this one.
-      rstart = rnd.randint(0, index.doc_num_sents[other] - 1, u(rnd.RANDOM_START))
-      avail = index.doc_num_sents[other] - rstart
-      rfirst = index.doc_first_sent[other] + rstart
-      # Each sentence has >= 1 token, so max_num_tokens sentences always reach the target.
-      cum_b = _gather_run(index, rfirst, np.minimum(avail, max_num_tokens),
-                          int(min(avail.max(initial=1), max_num_tokens)))
-      target_b = target - la
-      j = np.minimum(np.minimum(avail, max_num_tokens) - 1,
-                     (cum_b < target_b[:, None]).sum(axis=1))
-      random_len = cum_b[rows, j]
-      a_start = start
-      doc_b = np.where(is_random, other, cdoc)
-      b_start = np.where(is_random, index.sent_tok_start[rfirst], start + la)
-      lb = np.where(is_random, random_len, total - la)
-      label = is_random.astype(np.int64)
-    new_a, new_b = _truncate_pair(la, lb, max_num_tokens)
+    u = lambda stream: rnd.uniform(seed, epoch, stream, starts)
+    other = rnd.randint(0, index.num_documents - 2, u(rnd.RANDOM_DOC))
+    other = other + (other >= doc)  # Uniform over documents other than this one.
+    rfirst = index.doc_first_sent[other] + rnd.randint(0, index.doc_num_sents[other] - 1,
+                                                       u(rnd.RANDOM_START))
+    rlast = index.reach(rfirst, index.doc_first_sent[other + 1] - 1, c.target - la)
+    a_start = start
+    doc_b = np.where(c.is_random, other, doc)
+    b_start = np.where(c.is_random, index.sent_bounds[rfirst], start + la)
+    lb = np.where(c.is_random, index.run_length(rfirst, rlast), total - la)
+    label = c.is_random.astype(np.int64)
+  new_a, new_b = (_truncate_pair(la, lb, max_num_tokens) if pair_mode != "none"
+                  else (np.minimum(la, max_num_tokens), zeros))
 
   # The front share of the removed tokens, for A and B with independent bits.
-  front_a = rnd.binomial_half(la - new_a, seed, epoch, rnd.TRUNCATE, chunk_ids * 2)
-  front_b = rnd.binomial_half(lb - new_b, seed, epoch, rnd.TRUNCATE, chunk_ids * 2 + 1)
-  return PairPlan(cdoc, a_start + front_a, new_a, doc_b, b_start + front_b, new_b,
-                  label.astype(np.int32), is_short)
+  front_a = rnd.binomial_half(la - new_a, seed, epoch, rnd.TRUNCATE, starts * 2)
+  front_b = rnd.binomial_half(lb - new_b, seed, epoch, rnd.TRUNCATE, starts * 2 + 1)
+  return PairPlan(doc, a_start + front_a, new_a, doc_b, b_start + front_b, new_b,
+                  label.astype(np.int32), c.is_short)
 
 
-def assemble(plan: PairPlan, tokens: np.ndarray, doc_base: dict | np.ndarray,
+def assemble(plan: PairPlan, gather: Callable[[np.ndarray, np.ndarray], tuple],
              max_seq_length: int, cls_id: int, sep_id: int, pad_id: int,
              two_segments: bool = True):
   """[CLS] A [SEP] B [SEP] [PAD]... as int32 [n, L] input_ids, token_type_ids, attention_mask.
 
-  `tokens` holds the needed documents back to back; `doc_base(doc)` (an array indexed by
-  document id) gives each document's offset in it.
+  `gather(starts, lengths)` reads token coordinate ranges and returns (buffer, offsets) with
+  buffer[offsets[i] + j] = the token at starts[i] + j (records.TokenReader.gather).
   """
+  n = len(plan.a_len)
+  buffer, offsets = gather(np.concatenate([plan.a_start, plan.b_start]),
+                           np.concatenate([plan.a_len, plan.b_len]))
   pos = np.arange(max_seq_length)[None, :]
   la = plan.a_len[:, None]
   lb = plan.b_len[:, None]
-  ga = (doc_base[plan.doc_a] + plan.a_start)[:, None]
-  gb = (doc_base[plan.doc_b] + plan.b_start)[:, None]
   in_a = (pos >= 1) & (pos <= la)
   in_b = (pos >= la + 2) & (pos < la + 2 + lb)
-  src = np.where(in_a, ga + pos - 1, np.where(in_b, gb + pos - la - 2, 0))
-  ids = np.where(in_a | in_b, tokens[src], pad_id)
+  src = np.where(in_a, offsets[:n, None] + pos - 1, offsets[n:, None] + pos - la - 2)
+  ids = np.where(in_a | in_b, buffer[np.where(in_a | in_b, src, 0)], pad_id)
   ids[:, 0] = cls_id
   length = la + (lb + 3 if two_segments else 2)
   sep = (pos == la + 1) | ((pos == la + lb + 2) if two_segments else False)

@@ -1,17 +1,17 @@
 """Deterministic, resumable, host-sharded pretraining batches on grain.
 
-Order: epoch e visits the split's chunks (see instances.py) in a permutation drawn from
-(seed, e). Global batch g of an epoch holds permuted positions [g*G, (g+1)*G); host p of P
-takes rows [p*B, (p+1)*B) of it, B = G // P. Each example's pair and mask are drawn from
-(seed, e, chunk id), so a batch does not depend on the host count, on worker processes, or
-on where a run was resumed. grain supplies the index bookkeeping, the checkpointable
-iterator and the background worker processes; a "record" of the grain dataset is a whole
-host batch, built with vectorised NumPy (pair planning, one gather, masking).
+Order: epoch e visits the examples of BERT's document walk for (seed, e) (instances.py) in
+a permutation drawn from (seed, e). Global batch g of an epoch holds permuted positions
+[g*G, (g+1)*G); host p of P takes rows [p*B, (p+1)*B) of it, B = G // P. Each example's
+pair and mask are drawn from (seed, e, its first sentence), so a batch does not depend on
+the host count, on worker processes, or on where a run was resumed. grain supplies the index
+bookkeeping, the checkpointable iterator and the background worker processes; a "record" of
+the grain dataset is a whole host batch, built with vectorised NumPy (pair planning, reads
+of the token pages it needs, masking).
 """
 from __future__ import annotations
 
 import atexit
-import collections
 import dataclasses
 import gc
 import hashlib
@@ -28,7 +28,7 @@ from data_pipeline.prepare import read_manifest
 CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
                  "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 _STATE_VERSION = 1
-_CACHE_BYTES = 256 << 20  # Decoded-document cache per process (main or each worker).
+_FOREVER = 1 << 62  # Steps of a num_epochs=None stream: more than any run takes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _check_config(c: LoaderConfig) -> None:
 
 
 class _SplitData:
-  """Everything a batch needs about a split: sentence layout, chunks, shard reader, tables."""
+  """Everything a batch needs about a split: sentence layout, token reader, masking tables."""
 
   def __init__(self, config: LoaderConfig):
     manifest = read_manifest(config.data_dir)
@@ -88,8 +88,9 @@ class _SplitData:
       raise ValueError(f"{config.data_dir}: no split {config.split!r} "
                        f"(has {sorted(manifest['splits'])})")
     split = manifest["splits"][config.split]
-    paths, per_shard, counts, lengths = [], [], [], []
-    for shard, docs in zip(split["shards"], split["documents_per_shard"]):
+    paths, shard_tokens, counts, lengths = [], [], [], []
+    for shard, docs, tokens in zip(split["shards"], split["documents_per_shard"],
+                                   split["tokens_per_shard"]):
       if docs == 0:
         continue  # Eval shards of small units can be empty; they hold nothing to read.
       path = os.path.join(config.data_dir, shard)
@@ -98,7 +99,7 @@ class _SplitData:
                                 f"missing")
       index = records.read_index(path.replace(".array_record", ".index.npz"))
       paths.append(path)
-      per_shard.append(docs)
+      shard_tokens.append(tokens)
       counts.append(index["sentence_counts"])
       lengths.append(index["sentence_lengths"])
     if not paths:
@@ -109,9 +110,8 @@ class _SplitData:
     if config.pair_mode == "nsp" and self.index.num_documents < 2:
       raise ValueError(f"{config.data_dir}: split {config.split!r} has one document; NSP "
                        f"needs at least two (random B comes from another document)")
-    max_num_tokens = config.max_seq_length - (2 if config.pair_mode == "none" else 3)
-    self.chunks = instances.build_chunks(self.index, max_num_tokens)
-    self.reader = records.ShardReader(paths, per_shard, manifest["token_dtype"])
+    self.reader = records.TokenReader(paths, shard_tokens, manifest["token_dtype"],
+                                      manifest["page_tokens"])
     word_start = np.load(os.path.join(config.data_dir, "word_start.npy"))
     self.manifest = manifest
     self.tables = masking.MaskingTables.create(
@@ -120,75 +120,80 @@ class _SplitData:
         word_start, manifest["mask_id"])
 
 
+class _Epochs:
+  """Where global steps fall: epoch e holds the examples of BERT's walk for (seed, e)
+  (`instances.epoch_examples`), whose number varies a little from epoch to epoch, in a
+  permutation drawn from (seed, e). Epochs are walked in order, once per process, and only
+  the current one's examples are kept."""
+
+  def __init__(self, config: LoaderConfig, index: instances.DocumentIndex):
+    self.c = config
+    self.index = index
+    self.first_step = [0]  # first_step[e] = global step where epoch e starts
+    self._current = (-1, None)  # (epoch, its examples in visiting order)
+
+  def _walk(self, epoch: int) -> np.ndarray:
+    c = self.c
+    examples = instances.epoch_examples(self.index, c.seed, epoch, c.max_seq_length,
+                                        c.short_seq_prob, c.pair_mode)
+    rng = np.random.Generator(np.random.Philox(key=[c.seed, epoch]))
+    return examples[rng.permutation(len(examples))]
+
+  def batches(self, num_examples: int) -> int:
+    g = self.c.global_batch_size
+    return num_examples // g if self.c.drop_remainder else -(-num_examples // g)
+
+  def examples(self, epoch: int) -> np.ndarray:
+    if self._current[0] != epoch:
+      self._current = (epoch, self._walk(epoch))
+    return self._current[1]
+
+  def known_epochs(self) -> int:
+    return len(self.first_step) - 1
+
+  def extend_to(self, epoch: int) -> None:
+    """Learns where epochs up to `epoch` end."""
+    while self.known_epochs() <= epoch:
+      e = self.known_epochs()
+      n = len(self.examples(e))
+      if self.batches(n) == 0:
+        raise ValueError(
+            f"{self.c.data_dir}: split {self.c.split!r} yields {n} sequences in epoch {e} at "
+            f"max_seq_length={self.c.max_seq_length}, fewer than one global batch of "
+            f"{self.c.global_batch_size}; lower the batch size or prepare more text")
+      self.first_step.append(self.first_step[-1] + self.batches(n))
+
+  def locate(self, step: int) -> tuple[int, int]:
+    """(epoch, batch within it) of global step `step`."""
+    while self.first_step[-1] <= step:
+      self.extend_to(self.known_epochs())
+    epoch = int(np.searchsorted(self.first_step, step, side="right")) - 1
+    return epoch, step - self.first_step[epoch]
+
+
 class _BatchMaker:
   """grain map function: global step -> this host's batch. Picklable for worker processes."""
 
   def __init__(self, config: LoaderConfig, data: _SplitData):
     self.c = config
     self.data = data
-    self.num_examples = len(data.chunks)
-    g = config.global_batch_size
-    self.batches_per_epoch = (self.num_examples // g if config.drop_remainder
-                              else -(-self.num_examples // g))
-    self.host_rows = g // config.process_count
-    self._perm_epoch = None
-    self._perm = None
-    self._cache = collections.OrderedDict()
-    self._cache_bytes = 0
-
-  def _documents(self, docs: np.ndarray) -> list[np.ndarray]:
-    """Token arrays of `docs`, through a per-process LRU cache bounded in bytes.
-
-    Random reads of whole documents are the loader's main cost; a corpus (or its hot part)
-    that fits in the budget is read from disk once per process.
-    """
-    cache = self._cache
-    out = [cache.get(d) for d in docs.tolist()]
-    missing = [i for i, piece in enumerate(out) if piece is None]
-    if missing:
-      records_ = self.data.reader.read(docs[missing])
-      for i, record in zip(missing, records_):
-        out[i] = records.decode_document(record, self.data.reader.token_dtype)[1].copy()
-        cache[int(docs[i])] = out[i]
-        self._cache_bytes += out[i].nbytes
-    for d in docs.tolist():
-      cache.move_to_end(d)
-    while self._cache_bytes > _CACHE_BYTES and cache:
-      self._cache_bytes -= cache.popitem(last=False)[1].nbytes
-    return out
-
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_cache"], state["_cache_bytes"] = collections.OrderedDict(), 0
-    return state
-
-  def _permutation(self, epoch: int) -> np.ndarray:
-    if self._perm_epoch != epoch:
-      rng = np.random.Generator(np.random.Philox(key=[self.c.seed, epoch]))
-      self._perm = rng.permutation(self.num_examples)
-      self._perm_epoch = epoch
-    return self._perm
+    self.epochs = _Epochs(config, data.index)
+    self.host_rows = config.global_batch_size // config.process_count
 
   def example_ids(self, step: int) -> tuple[int, np.ndarray]:
-    """(epoch, chunk ids of this host's rows) for global step `step`."""
-    epoch, b = divmod(step, self.batches_per_epoch)
+    """(epoch, names of this host's examples: their first sentences) for global step `step`."""
+    epoch, b = self.epochs.locate(step)
+    examples = self.epochs.examples(epoch)
     first = b * self.c.global_batch_size + self.c.process_index * self.host_rows
-    positions = np.arange(first, min(first + self.host_rows, self.num_examples))
-    return epoch, self._permutation(epoch)[positions]
+    return epoch, examples[first:first + self.host_rows]
 
   def __call__(self, step: int, _unused=None) -> dict[str, np.ndarray]:
     c, data = self.c, self.data
     epoch, ids = self.example_ids(step)
-    plan = instances.plan_pairs(data.index, data.chunks, ids, c.seed, epoch, c.max_seq_length,
+    plan = instances.plan_pairs(data.index, ids, c.seed, epoch, c.max_seq_length,
                                 c.short_seq_prob, c.pair_mode)
-    docs = np.unique(np.concatenate([plan.doc_a, plan.doc_b]))
-    pieces = self._documents(docs)
-    sizes = np.array([len(p) for p in pieces], dtype=np.int64)
-    base = np.zeros(data.index.num_documents, dtype=np.int64)
-    base[docs] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    tokens = np.concatenate(pieces).astype(np.int32)
     ids_, types, attention = instances.assemble(
-        plan, tokens, base, c.max_seq_length, data.manifest["cls_id"], data.manifest["sep_id"],
+        plan, data.reader.gather, c.max_seq_length, data.manifest["cls_id"], data.manifest["sep_id"],
         data.manifest["pad_id"], two_segments=c.pair_mode != "none")
     masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
                                  c.masked_lm_prob, c.max_predictions_per_seq,
@@ -235,14 +240,12 @@ class PretrainingIterator:
     self.config = config
     self._data = _SplitData(config)
     self._maker = _BatchMaker(config, self._data)
-    if self._maker.batches_per_epoch == 0:
-      raise ValueError(
-          f"{config.data_dir}: split {config.split!r} yields {self._maker.num_examples} "
-          f"sequences at max_seq_length={config.max_seq_length}, fewer than one global batch "
-          f"of {config.global_batch_size}; lower the batch size or prepare more text")
+    epochs = self._maker.epochs
+    # Walked here, before worker processes copy the maker, so that they start knowing it.
+    epochs.extend_to(0 if config.num_epochs is None else config.num_epochs - 1)
     self._fingerprint = _fingerprint(config, self._data.manifest)
-    dataset = (grain.MapDataset.range(self._maker.batches_per_epoch)
-               .repeat(config.num_epochs).map_with_index(self._maker))
+    num_steps = _FOREVER if config.num_epochs is None else epochs.first_step[config.num_epochs]
+    dataset = grain.MapDataset.range(num_steps).map_with_index(self._maker)
     # One background thread, two batches ahead: batches are built while the training step
     # runs, without grain's default 16 threads x 500 elements of read-ahead.
     dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
@@ -257,7 +260,13 @@ class PretrainingIterator:
 
   @property
   def batches_per_epoch(self) -> int:
-    return self._maker.batches_per_epoch
+    """Batches in the first epoch (later epochs differ by a few: see `batches_in_epoch`)."""
+    return self.batches_in_epoch(0)
+
+  def batches_in_epoch(self, epoch: int) -> int:
+    epochs = self._maker.epochs
+    epochs.extend_to(epoch)
+    return epochs.first_step[epoch + 1] - epochs.first_step[epoch]
 
   @property
   def manifest(self) -> dict:

@@ -1,5 +1,5 @@
 """Corpus -> tokenized, sharded array_record documents plus a manifest. Streaming, parallel,
-resumable.
+resumable. The shard layout (token pages plus a sentence index) is in records.py.
 
 The document stream is cut into *units* of `docs_per_shard` consecutive documents. Unit k
 becomes `train-k.array_record` and `eval-k.array_record` (a document goes to eval when a
@@ -27,7 +27,7 @@ from data_pipeline.tokenizers import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "bert-jax-tokenized-documents"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: token pages (records.py); 1 had one record per document.
 SPLITS = ("train", "eval")
 _DOCS_PER_TASK = 64
 _TASKS_IN_FLIGHT_PER_WORKER = 4
@@ -56,7 +56,7 @@ def _init_worker(tokenizer_path: str, lowercase) -> None:
 
 
 def _tokenize_task(task):
-  """[(source, sentences)] -> ([(record bytes, sentence lengths) or None], skip counts)."""
+  """[(source, sentences)] -> ([(tokens, sentence lengths) or None], skip counts)."""
   docs, max_sentence_tokens, token_dtype = task
   tokenizer = _WORKER_TOKENIZER
   flat = [s for _, sentences in docs for s in sentences]
@@ -85,7 +85,7 @@ def _tokenize_task(task):
     if len(pieces) == 1:
       skips.add("note_one_sentence_document", source)  # Kept: usable with a random B.
     lengths = np.array([len(p) for p in pieces], dtype=np.int32)
-    out.append((records.encode_document(pieces, token_dtype), lengths))
+    out.append((np.concatenate(pieces).astype(token_dtype), lengths))
   return out, skips.to_json()
 
 
@@ -125,23 +125,21 @@ def _unit_done_path(output_dir: str, unit: int) -> str:
 class _UnitWriter:
   """Accumulates one unit's documents into its train and eval shards."""
 
-  def __init__(self, output_dir: str, unit: int, vocab_size: int):
-    from array_record.python.array_record_module import ArrayRecordWriter
+  def __init__(self, output_dir: str, unit: int, vocab_size: int, token_dtype: np.dtype):
     self.output_dir, self.unit = output_dir, unit
     self.writers, self.stats = {}, {}
     for split in SPLITS:
       path = os.path.join(output_dir, f"{split}-{unit:05d}.array_record")
-      self.writers[split] = ArrayRecordWriter(path + ".tmp", records.RECORD_OPTIONS)
+      self.writers[split] = records.PageWriter(path + ".tmp", token_dtype)
       self.stats[split] = {"counts": [], "lengths": [],
                            "tokens": np.zeros(vocab_size, dtype=np.int64)}
     self.skips = corpus_lib.SkipLog()
 
-  def add(self, split: str, record: bytes, lengths: np.ndarray, token_dtype) -> None:
-    self.writers[split].write(record)
+  def add(self, split: str, tokens: np.ndarray, lengths: np.ndarray) -> None:
+    self.writers[split].write(tokens)
     stats = self.stats[split]
     stats["counts"].append(len(lengths))
     stats["lengths"].append(lengths)
-    _, tokens = records.decode_document(record, token_dtype)
     stats["tokens"] += np.bincount(tokens, minlength=len(stats["tokens"]))
 
   def finish(self, num_input_docs: int, num_bytes: int) -> dict:
@@ -204,7 +202,8 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
     source_desc = {"tfds": tfds_name, "split": tfds_split}
   settings = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.identity,
               "source": source_desc, "eval_fraction": eval_fraction, "seed": seed,
-              "docs_per_shard": docs_per_shard, "max_sentence_tokens": max_sentence_tokens}
+              "docs_per_shard": docs_per_shard, "max_sentence_tokens": max_sentence_tokens,
+              "page_tokens": records.PAGE_TOKENS}
   fingerprint = _fingerprint(settings)
   os.makedirs(output_dir, exist_ok=True)
   state_path = os.path.join(output_dir, "prepare_state.json")
@@ -250,7 +249,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
         ordinal += len(batch)
         bar.update(len(batch), num_bytes)
         continue
-      writer = _UnitWriter(output_dir, unit, tokenizer.vocab_size)
+      writer = _UnitWriter(output_dir, unit, tokenizer.vocab_size, token_dtype)
       tasks = [([(d.source, d.sentences) for d in batch[i:i + _DOCS_PER_TASK]],
                 max_sentence_tokens, token_dtype)
                for i in range(0, len(batch), _DOCS_PER_TASK)]
@@ -261,7 +260,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
           split = "eval" if _stream_hash01(seed, ordinal) < eval_fraction else "train"
           ordinal += 1
           if out is not None:
-            writer.add(split, out[0], out[1], token_dtype)
+            writer.add(split, out[0], out[1])
         bar.update(len(task[0]), sum(len(s.encode()) + 1 for _, ss in task[0] for s in ss))
       summaries.append(writer.finish(len(batch), num_bytes))
   finally:
@@ -308,6 +307,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
     splits[split] = {
         "shards": shards,
         "documents_per_shard": [c["documents"] for c in counts],
+        "tokens_per_shard": [c["tokens"] for c in counts],
         "documents": sum(c["documents"] for c in counts),
         "sentences": sum(c["sentences"] for c in counts),
         "tokens": sum(c["tokens"] for c in counts),
@@ -324,6 +324,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
       "tokenizer": tokenizer.describe(), "tokenizer_file": tokenizer_file,
       "vocab_size": tokenizer.vocab_size, **tokenizer.special_ids,
       "token_dtype": token_dtype.name,
+      "page_tokens": records.PAGE_TOKENS,
       "splits": splits,
       "input_documents": sum(s["input_documents"] for s in summaries),
       "input_bytes": input_bytes,

@@ -13,7 +13,7 @@ import time
 
 from data_pipeline import corpus as corpus_lib
 from data_pipeline.default_corpus import write_default_corpus
-from data_pipeline.prepare import MANIFEST, prepare
+from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, prepare
 from data_pipeline.tokenizers import train_sentencepiece
 
 _STAMP = "quickstart.json"
@@ -28,7 +28,8 @@ def prepare_default_dataset(output_dir: str, vocab_size: int = 8192,
   Python's standard library). Takes ~30-60 s on 2 cores the first time.
   """
   settings = {"vocab_size": vocab_size, "eval_fraction": eval_fraction,
-              "python": sys.version.split()[0], "stdlib": sys.prefix, "version": 2}
+              "python": sys.version.split()[0], "stdlib": sys.prefix, "version": 2,
+              "format_version": FORMAT_VERSION}
   data_dir = os.path.join(output_dir, "data")
   stamp = os.path.join(output_dir, _STAMP)
   if os.path.exists(stamp) and os.path.exists(os.path.join(data_dir, MANIFEST)):

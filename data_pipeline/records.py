@@ -1,11 +1,17 @@
-"""The on-disk form of a tokenized document, and random access to prepared shards.
+"""The on-disk form of tokenized documents, and random access to any token of a split.
 
-One array_record record per document:
-  uint32 num_sentences | uint32 sentence_lengths[num_sentences] | tokens (token_dtype)
-Tokens of all sentences are stored back to back, so any run of consecutive sentences is
-one contiguous slice: pair assembly never concatenates small arrays.
-Each shard `S.array_record` has a sidecar `S.index.npz` with per-document sentence counts
-and per-sentence lengths, so the loader can plan examples without reading the shards.
+A shard holds its documents' tokens back to back (sentences of a document are adjacent, so
+any run of consecutive sentences is one contiguous range), cut into array_record records of
+`page_tokens` tokens: a *page*. Each shard `S.array_record` has a sidecar `S.index.npz` with
+per-document sentence counts and per-sentence lengths, which is all the loader needs to plan
+examples; it then reads only the pages under the token ranges it uses.
+
+Why pages and not one record per document: an example uses at most `max_seq_length` tokens,
+but a document can be a whole book. Reading a document to take a random B from it costs its
+length; reading pages costs at most two pages per segment, whatever the document's size.
+
+Coordinates: the tokens of a split (its shards in manifest order) form one stream; a token's
+coordinate is its offset in that stream. `TokenReader` maps coordinates to tokens.
 """
 from __future__ import annotations
 
@@ -14,7 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-RECORD_OPTIONS = "group_size:1"  # One record per chunk: cheapest random reads.
+PAGE_TOKENS = 512
+# One record per chunk and no compression: token ids barely compress, and a random read
+# then costs one seek and one copy.
+RECORD_OPTIONS = "group_size:1,uncompressed"
 READER_OPTIONS = "readahead_buffer_size:0"  # The loader reads at random; no read-ahead.
 
 
@@ -22,58 +31,108 @@ def token_dtype_for(vocab_size: int) -> np.dtype:
   return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
 
 
-def encode_document(sentences: Sequence[np.ndarray], token_dtype: np.dtype) -> bytes:
-  lengths = np.array([len(s) for s in sentences], dtype=np.uint32)
-  header = np.concatenate([np.array([len(sentences)], dtype=np.uint32), lengths])
-  tokens = np.concatenate(sentences).astype(token_dtype, copy=False)
-  return header.tobytes() + tokens.tobytes()
+class PageWriter:
+  """Appends documents' tokens to a shard, one array_record record per full page."""
+
+  def __init__(self, path: str, token_dtype: np.dtype, page_tokens: int = PAGE_TOKENS):
+    from array_record.python.array_record_module import ArrayRecordWriter
+    self._writer = ArrayRecordWriter(path, RECORD_OPTIONS)
+    self._dtype = np.dtype(token_dtype)
+    self._page_tokens = page_tokens
+    self._pending: list[np.ndarray] = []
+    self._pending_tokens = 0
+    self.num_tokens = 0
+
+  def write(self, tokens: np.ndarray) -> None:
+    self._pending.append(np.asarray(tokens, dtype=self._dtype))
+    self._pending_tokens += len(tokens)
+    self.num_tokens += len(tokens)
+    if self._pending_tokens >= self._page_tokens:
+      self._flush(final=False)
+
+  def _flush(self, final: bool) -> None:
+    stream = np.concatenate(self._pending) if self._pending else np.zeros(0, self._dtype)
+    full = len(stream) if final else len(stream) - len(stream) % self._page_tokens
+    for start in range(0, full, self._page_tokens):
+      self._writer.write(stream[start:start + self._page_tokens].tobytes())
+    rest = stream[full:]
+    self._pending = [rest] if len(rest) else []
+    self._pending_tokens = len(rest)
+
+  def close(self) -> None:
+    self._flush(final=True)
+    self._writer.close()
 
 
-def decode_document(record: bytes, token_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-  """-> (sentence lengths uint32[n], all tokens as one array)."""
-  n = int(np.frombuffer(record, dtype=np.uint32, count=1)[0])
-  lengths = np.frombuffer(record, dtype=np.uint32, count=n, offset=4)
-  tokens = np.frombuffer(record, dtype=token_dtype, offset=4 * (n + 1))
-  return lengths, tokens
+class TokenReader:
+  """Tokens of a split at arbitrary coordinates, read page by page from its shards.
 
-
-class ShardReader:
-  """Random access to documents across several array_record shards by global index.
-
-  Opened lazily so that the object pickles cheaply into grain's worker processes.
+  Opened lazily, so that the object pickles cheaply into grain's worker processes.
   """
 
-  def __init__(self, paths: Sequence[str], docs_per_shard: Sequence[int], token_dtype: str):
+  def __init__(self, paths: Sequence[str], tokens_per_shard: Sequence[int], token_dtype: str,
+               page_tokens: int):
     self.paths = list(paths)
     self.token_dtype = np.dtype(token_dtype)
-    self.starts = np.concatenate([[0], np.cumsum(docs_per_shard)]).astype(np.int64)
+    self.page_tokens = int(page_tokens)
+    tokens = np.asarray(tokens_per_shard, dtype=np.int64)
+    self.shard_start = np.concatenate([[0], np.cumsum(tokens)]).astype(np.int64)
+    pages = -(-tokens // self.page_tokens)
+    self.shard_first_page = np.concatenate([[0], np.cumsum(pages)]).astype(np.int64)
     self._readers = None
 
-  def __len__(self) -> int:
-    return int(self.starts[-1])
+  @property
+  def num_tokens(self) -> int:
+    return int(self.shard_start[-1])
 
   def __getstate__(self):
     state = dict(self.__dict__)
     state["_readers"] = None
     return state
 
-  def _open(self):
-    from array_record.python.array_record_module import ArrayRecordReader
-    self._readers = [ArrayRecordReader(p, READER_OPTIONS) for p in self.paths]
-
-  def read(self, doc_ids: np.ndarray) -> list[bytes]:
-    """Records for `doc_ids` (any order, repeats allowed), in the order asked."""
+  def _reader(self, shard: int):
     if self._readers is None:
-      self._open()
-    doc_ids = np.asarray(doc_ids, dtype=np.int64)
-    shard = np.searchsorted(self.starts, doc_ids, side="right") - 1
-    out: list = [None] * len(doc_ids)
-    for s in np.unique(shard):
-      rows = np.flatnonzero(shard == s)
-      local = (doc_ids[rows] - self.starts[s]).tolist()
-      for row, record in zip(rows.tolist(), self._readers[s].read(local)):
-        out[row] = record
-    return out
+      self._readers = {}
+    reader = self._readers.get(shard)
+    if reader is None:
+      from array_record.python.array_record_module import ArrayRecordReader
+      reader = self._readers[shard] = ArrayRecordReader(self.paths[shard], READER_OPTIONS)
+    return reader
+
+  def gather(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reads the token ranges [starts[i], starts[i] + lengths[i]) (each within one document).
+
+    Returns (buffer, offsets): buffer[offsets[i] + j] is the token at coordinate
+    starts[i] + j. The buffer holds each needed page once, pages in coordinate order, so a
+    range crossing a page boundary stays contiguous in it.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shard = np.searchsorted(self.shard_start, starts, side="right") - 1
+    local = starts - self.shard_start[shard]
+    first = self.shard_first_page[shard] + local // self.page_tokens
+    last = self.shard_first_page[shard] + (local + np.maximum(lengths, 1) - 1) // self.page_tokens
+    span = int((last - first).max(initial=0)) + 1
+    pages = first[:, None] + np.arange(span)[None, :]
+    wanted = np.unique(np.where(pages <= last[:, None], pages, first[:, None]))
+    buffer = self._read_pages(wanted).reshape(-1)
+    offsets = np.searchsorted(wanted, first) * self.page_tokens + local % self.page_tokens
+    return buffer, offsets
+
+  def _read_pages(self, pages: np.ndarray) -> np.ndarray:
+    """[len(pages), page_tokens] tokens of the (sorted, unique) global page numbers."""
+    size = self.page_tokens * self.token_dtype.itemsize
+    shard = np.searchsorted(self.shard_first_page, pages, side="right") - 1
+    bounds = np.flatnonzero(np.diff(shard, prepend=-1, append=-1))  # pages are sorted
+    chunks = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+      s = int(shard[lo])
+      local = (pages[lo:hi] - self.shard_first_page[s]).tolist()
+      chunks.extend(self._reader(s).read(local))
+    data = b"".join(chunks)
+    if len(data) != size * len(pages):  # A shard's last page is short: pad it.
+      data = b"".join(c.ljust(size, b"\0") for c in chunks)
+    return np.frombuffer(data, dtype=self.token_dtype).reshape(len(pages), self.page_tokens)
 
 
 def write_index(path: str, sentence_counts: np.ndarray, sentence_lengths: np.ndarray,
