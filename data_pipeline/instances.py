@@ -202,9 +202,9 @@ def plan_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
     u = lambda stream: rnd.uniform(seed, epoch, stream, starts)
     other = rnd.randint(0, index.num_documents - 2, u(rnd.RANDOM_DOC))
     other = other + (other >= doc)  # Uniform over documents other than this one.
-    rfirst = index.doc_first_sent[other] + rnd.randint(0, index.doc_num_sents[other] - 1,
-                                                       u(rnd.RANDOM_START))
-    rlast = index.reach(rfirst, index.doc_first_sent[other + 1] - 1, c.target - la)
+    other_first, other_end = index.doc_first_sent[other], index.doc_first_sent[other + 1]
+    rfirst = other_first + rnd.randint(0, other_end - other_first - 1, u(rnd.RANDOM_START))
+    rlast = index.reach(rfirst, other_end - 1, c.target - la)
     a_start = start
     doc_b = np.where(c.is_random, other, doc)
     b_start = np.where(c.is_random, index.sent_bounds[rfirst], start + la)

@@ -17,6 +17,7 @@ import gc
 import hashlib
 import json
 import os
+import threading
 import weakref
 
 import numpy as np
@@ -131,6 +132,17 @@ class _Epochs:
     self.index = index
     self.first_step = [0]  # first_step[e] = global step where epoch e starts
     self._current = (-1, None)  # (epoch, its examples in visiting order)
+    # The prefetch thread makes batches while the caller may ask batches_in_epoch().
+    self._lock = threading.RLock()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.RLock()
 
   def _walk(self, epoch: int) -> np.ndarray:
     c = self.c
@@ -144,15 +156,20 @@ class _Epochs:
     return num_examples // g if self.c.drop_remainder else -(-num_examples // g)
 
   def examples(self, epoch: int) -> np.ndarray:
-    if self._current[0] != epoch:
-      self._current = (epoch, self._walk(epoch))
-    return self._current[1]
+    with self._lock:
+      if self._current[0] != epoch:
+        self._current = (epoch, self._walk(epoch))
+      return self._current[1]
 
   def known_epochs(self) -> int:
     return len(self.first_step) - 1
 
   def extend_to(self, epoch: int) -> None:
     """Learns where epochs up to `epoch` end."""
+    with self._lock:
+      self._extend_to(epoch)
+
+  def _extend_to(self, epoch: int) -> None:
     while self.known_epochs() <= epoch:
       e = self.known_epochs()
       n = len(self.examples(e))
@@ -165,10 +182,11 @@ class _Epochs:
 
   def locate(self, step: int) -> tuple[int, int]:
     """(epoch, batch within it) of global step `step`."""
-    while self.first_step[-1] <= step:
-      self.extend_to(self.known_epochs())
-    epoch = int(np.searchsorted(self.first_step, step, side="right")) - 1
-    return epoch, step - self.first_step[epoch]
+    with self._lock:
+      while self.first_step[-1] <= step:
+        self._extend_to(self.known_epochs())
+      epoch = int(np.searchsorted(self.first_step, step, side="right")) - 1
+      return epoch, step - self.first_step[epoch]
 
 
 class _BatchMaker:
@@ -271,6 +289,11 @@ class PretrainingIterator:
   @property
   def manifest(self) -> dict:
     return self._data.manifest
+
+  @property
+  def document_index(self) -> instances.DocumentIndex:
+    """The split's sentence layout (what pair planning reads)."""
+    return self._data.index
 
   def __iter__(self):
     return self

@@ -24,7 +24,10 @@ PAGE_TOKENS = 512
 # One record per chunk and no compression: token ids barely compress, and a random read
 # then costs one seek and one copy.
 RECORD_OPTIONS = "group_size:1,uncompressed"
-READER_OPTIONS = "readahead_buffer_size:0"  # The loader reads at random; no read-ahead.
+# The loader reads single pages at random: no read-ahead, and no thread pool. Measured with
+# array_record 0.8 on 110 shards: seek() + read() one page at a time costs ~7 us of CPU per
+# page; read([indices]) costs 17-40 us per page for the handful a batch takes per shard.
+READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"
 
 
 def token_dtype_for(vocab_size: int) -> np.dtype:
@@ -127,8 +130,10 @@ class TokenReader:
     chunks = []
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
       s = int(shard[lo])
-      local = (pages[lo:hi] - self.shard_first_page[s]).tolist()
-      chunks.extend(self._reader(s).read(local))
+      reader = self._reader(s)
+      for page in (pages[lo:hi] - self.shard_first_page[s]).tolist():
+        reader.seek(page)
+        chunks.append(reader.read())
     data = b"".join(chunks)
     if len(data) != size * len(pages):  # A shard's last page is short: pad it.
       data = b"".join(c.ljust(size, b"\0") for c in chunks)
