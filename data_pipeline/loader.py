@@ -28,7 +28,7 @@ from data_pipeline.prepare import read_manifest
 
 CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
                  "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: steps walk BERT-style epochs of varying length.
 _FOREVER = 1 << 62  # Steps of a num_epochs=None stream: more than any run takes.
 
 
