@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import interop
 from bert_jax import partitioning as P
 
 DEFAULT_TARGETS = ("query", "value")
@@ -130,39 +131,18 @@ def split(params: Mapping[str, Any], trainable: Callable[[tuple[str, ...]], bool
 
   Boxed leaves (LogicallyPartitioned) count as leaves.
   """
-  trained, frozen = {}, {}
-
-  def visit(node, path):
-    for key, value in node.items():
-      here = path + (key,)
-      if isinstance(value, Mapping):
-        visit(value, here)
-      else:
-        _set(trained if trainable(here) else frozen, here, value)
-
-  visit(params, ())
-  return trained, frozen
+  leaves = interop.flatten_tree(params)
+  return (interop.unflatten_tree({k: v for k, v in leaves.items() if trainable(k)}),
+          interop.unflatten_tree({k: v for k, v in leaves.items() if not trainable(k)}))
 
 
 def combine(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
   """Deep union of two trees with disjoint leaves (the inverse of `split`)."""
-  out = _copy_dicts(a)
-
-  def visit(node, path):
-    for key, value in node.items():
-      here = path + (key,)
-      if isinstance(value, Mapping):
-        visit(value, here)
-      else:
-        try:
-          _get(out, here)
-        except (KeyError, TypeError, IndexError):
-          _set(out, here, value)
-          continue
-        raise ValueError(f"parameter {'/'.join(here)} is in both trees")
-
-  visit(b, ())
-  return out
+  leaves_a, leaves_b = interop.flatten_tree(a), interop.flatten_tree(b)
+  both = leaves_a.keys() & leaves_b.keys()
+  if both:
+    raise ValueError(f"parameter {'/'.join(min(both))} is in both trees")
+  return interop.unflatten_tree({**leaves_a, **leaves_b})
 
 
 def count(tree: Any) -> int:

@@ -236,8 +236,9 @@ def assemble(plan: PairPlan, gather: Callable[[np.ndarray, np.ndarray], tuple],
   lb = plan.b_len[:, None]
   in_a = (pos >= 1) & (pos <= la)
   in_b = (pos >= la + 2) & (pos < la + 2 + lb)
+  used = in_a | in_b
   src = np.where(in_a, offsets[:n, None] + pos - 1, offsets[n:, None] + pos - la - 2)
-  ids = np.where(in_a | in_b, buffer[np.where(in_a | in_b, src, 0)], pad_id)
+  ids = np.where(used, buffer[np.where(used, src, 0)], pad_id)
   ids[:, 0] = cls_id
   length = la + (lb + 3 if two_segments else 2)
   sep = (pos == la + 1) | ((pos == la + lb + 2) if two_segments else False)

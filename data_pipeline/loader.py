@@ -173,12 +173,13 @@ class _Epochs:
     while self.known_epochs() <= epoch:
       e = self.known_epochs()
       n = len(self.examples(e))
-      if self.batches(n) == 0:
+      batches = self.batches(n)
+      if batches == 0:
         raise ValueError(
             f"{self.c.data_dir}: split {self.c.split!r} yields {n} sequences in epoch {e} at "
             f"max_seq_length={self.c.max_seq_length}, fewer than one global batch of "
             f"{self.c.global_batch_size}; lower the batch size or prepare more text")
-      self.first_step.append(self.first_step[-1] + self.batches(n))
+      self.first_step.append(self.first_step[-1] + batches)
 
   def locate(self, step: int) -> tuple[int, int]:
     """(epoch, batch within it) of global step `step`."""

@@ -1,5 +1,7 @@
 """Small shared pieces of the pretraining tests (a one-layer CPU config)."""
 
+import sys
+
 import jax
 import numpy as np
 
@@ -38,3 +40,14 @@ def build(config, mesh):
   tx, schedule = optim.optimizer_from_config(config)
   state, shardings = train.create_train_state(config, model, tx, mesh)
   return state, train.compile_steps(config, model, tx, schedule, mesh, shardings)
+
+
+def pretrain_command(workdir, data_dir, **overrides):
+  """`python -m launch.pretrain` on tiny with one layer, a 512-word vocabulary and batches
+  of 8, plus `--config.<name>=<value>` for each override."""
+  return ([sys.executable, "-m", "launch.pretrain", "--config=bert_jax/configs/tiny.py:tiny",
+           f"--workdir={workdir}", f"--config.data_dir={data_dir}",
+           "--config.model.vocab_size=512", "--config.model.num_hidden_layers=1",
+           "--config.global_batch_size=8", "--config.eval_batch_size=8",
+           "--config.write_tensorboard=False"]
+          + [f"--config.{name}={value}" for name, value in overrides.items()])

@@ -11,12 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
+from pretrain_testlib import pretrain_command
 from test_distributed import free_port
 from test_resume import _prepare_data, read_state
 
@@ -26,14 +26,9 @@ TIMING_KEYS = {"seq_per_sec", "tokens_per_sec", "mfu"}
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "launch.pretrain", "--config=bert_jax/configs/tiny.py:tiny",
-          f"--workdir={workdir}", f"--config.data_dir={data_dir}",
-          "--config.model.vocab_size=512", "--config.model.num_hidden_layers=1",
-          "--config.global_batch_size=8", "--config.eval_batch_size=8",
-          f"--config.num_train_steps={STEPS}", "--config.log_every_steps=1",
-          "--config.eval_every_steps=3", "--config.num_eval_steps=1",
-          "--config.checkpoint_every_steps=2", "--config.mesh_shape=(2,2,1)",
-          "--config.write_tensorboard=False"]
+  return pretrain_command(workdir, data_dir, num_train_steps=STEPS, log_every_steps=1,
+                          eval_every_steps=3, num_eval_steps=1, checkpoint_every_steps=2,
+                          mesh_shape="(2,2,1)")
 
 
 class _Job:

@@ -12,12 +12,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from pretrain_testlib import pretrain_command
 
 from bert_jax import checkpoint as checkpoint_lib
 
@@ -47,15 +47,9 @@ def _prepare_data(root):
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "launch.pretrain", "--config=bert_jax/configs/tiny.py:tiny",
-          f"--workdir={workdir}", f"--config.data_dir={data_dir}",
-          "--config.model.vocab_size=512", "--config.model.num_hidden_layers=1",
-          "--config.global_batch_size=8", "--config.eval_batch_size=8",
-          f"--config.num_train_steps={NUM_STEPS}", "--config.log_every_steps=5",
-          "--config.eval_every_steps=10",
-          # Saves at 3, 6, 9, ...: mid logging window, so the saved window matters.
-          "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=2",
-          "--config.write_tensorboard=False"]
+  # Saves at 3, 6, 9, ...: mid logging window, so the saved window matters.
+  return pretrain_command(workdir, data_dir, num_train_steps=NUM_STEPS, log_every_steps=5,
+                          eval_every_steps=10, checkpoint_every_steps=3, keep_checkpoints=2)
 
 
 def _env(cache_dir):
