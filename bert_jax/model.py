@@ -184,14 +184,18 @@ class BertEmbeddings(nn.Module):
     self.LayerNorm = _layer_norm(cfg)  # pylint: disable=invalid-name
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-  def __call__(self, input_ids, token_type_ids, *, deterministic: bool):
+  def __call__(self, input_ids, token_type_ids, position_ids=None, *, deterministic: bool):
+    """position_ids [B, L] (packed rows restart them at 0 per instance); None: 0..L-1."""
     length = input_ids.shape[-1]
     if length > self.config.max_position_embeddings:
       raise ValueError(
           f"sequence length {length} exceeds max_position_embeddings "
           f"({self.config.max_position_embeddings})")
-    x = (self._lookup(self.word_embeddings, input_ids)
-         + self._lookup(self.position_embeddings, jnp.arange(length))[None]
+    if position_ids is None:
+      positions = self._lookup(self.position_embeddings, jnp.arange(length))[None]
+    else:
+      positions = self._lookup(self.position_embeddings, position_ids)
+    x = (self._lookup(self.word_embeddings, input_ids) + positions
          + self._lookup(self.token_type_embeddings, token_type_ids))
     x = self.LayerNorm(x)
     x = self.dropout(x, deterministic=deterministic)
@@ -212,7 +216,8 @@ class BertEmbeddings(nn.Module):
 def _xla_attention(q, k, v, mask, dropout=None):
   """Softmax attention written out, so attention-probability dropout applies.
 
-  q, k, v: [B, L, N, D]; mask: [B, 1, 1, L] bool (True = attend); dropout: a
+  q, k, v: [B, L, N, D]; mask: [B, 1, 1, L] or, for packed rows, the block-diagonal
+  [B, 1, L, L] bool (True = attend); dropout: a
   function applied to the probabilities, or None. The softmax runs in float32
   whatever the compute dtype.
   """
@@ -344,9 +349,28 @@ class BertPooler(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, sequence_output):
+  def __call__(self, sequence_output, cls_positions=None):
+    """[B, L, H] -> [B, H] from position 0, or [B, K, H] from each packed instance's
+    [CLS] at `cls_positions` [B, K]."""
     cfg = self.config
-    return jnp.tanh(_dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense")(sequence_output[:, 0]))
+    cls = (sequence_output[:, 0] if cls_positions is None
+           else gather_positions(sequence_output, cls_positions))
+    return jnp.tanh(_dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense")(cls))
+
+
+def attention_mask_4d(attention_mask: jax.Array, instance_ids: jax.Array | None = None
+                      ) -> jax.Array:
+  """The boolean mask the attention takes (True = attend).
+
+  Unpacked: [B, 1, 1, L], every token attends the real tokens of its row. Packed
+  (`instance_ids` [B, L] int, 1..K per instance, 0 for padding): [B, 1, L, L], a token
+  attends only the tokens of its own instance, so instances sharing a row never see
+  each other; padding attends padding (no query row is empty). `attention_mask` is
+  then implied by instance_ids > 0 and not read.
+  """
+  if instance_ids is None:
+    return (attention_mask > 0)[:, None, None, :]
+  return (instance_ids[:, :, None] == instance_ids[:, None, :])[:, None]
 
 
 class BertModel(nn.Module):
@@ -360,16 +384,21 @@ class BertModel(nn.Module):
     if self.add_pooling_layer:
       self.pooler = BertPooler(self.config)
 
-  def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, deterministic: bool = True):
-    """Shapes: ids and masks [B, L] int; returns ([B, L, H], [B, H] or None)."""
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, deterministic: bool = True,
+               position_ids=None, instance_ids=None, cls_positions=None):
+    """Shapes: ids and masks [B, L] int; returns ([B, L, H], [B, H] or None).
+
+    Packed rows (several instances per row) add position_ids and instance_ids [B, L]
+    (see `attention_mask_4d`) and cls_positions [B, K]; pooled is then [B, K, H].
+    """
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
-    mask = (attention_mask > 0)[:, None, None, :]
+    x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
+    mask = attention_mask_4d(attention_mask, instance_ids)
     x = self.encoder(x, mask, deterministic=deterministic)
-    pooled = self.pooler(x) if self.add_pooling_layer else None
+    pooled = self.pooler(x, cls_positions) if self.add_pooling_layer else None
     return x, pooled
 
   def attend(self, x):
@@ -422,16 +451,21 @@ class BertForPreTraining(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, masked_lm_positions=None, *,
-               deterministic: bool = True):
+               deterministic: bool = True, position_ids=None, instance_ids=None,
+               cls_positions=None):
     """Returns (mlm_logits, nsp_logits).
 
     mlm_logits are [B, P, V] at `masked_lm_positions` ([B, P] int): the sequence
     is gathered before the head, so the V-wide decoder runs on P, not L, rows.
     With masked_lm_positions=None they are [B, L, V] (inference, export checks).
     nsp_logits are [B, 2] (index 0: B follows A). Both in the compute dtype.
+    Packed rows (position_ids, instance_ids [B, L], cls_positions [B, K]; see
+    `BertModel`) give nsp_logits [B, K, 2], one per instance slot.
     """
     bert = BertModel(self.config, name="bert")
-    sequence, pooled = bert(input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    sequence, pooled = bert(input_ids, token_type_ids, attention_mask, deterministic=deterministic,
+                            position_ids=position_ids, instance_ids=instance_ids,
+                            cls_positions=cls_positions)
     if masked_lm_positions is not None:
       sequence = gather_positions(sequence, masked_lm_positions)
     return _PreTrainingHeads(self.config, name="cls")(sequence, pooled, bert.attend)

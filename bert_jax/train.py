@@ -34,6 +34,22 @@ from bert_jax import synthetic
 Batch = Mapping[str, jax.Array]
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
               "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+# Packed rows (several instances per row) add these; next_sentence_labels is then [B, K].
+PACKED_KEYS = ("position_ids", "instance_ids", "cls_positions", "instance_weights")
+_PACKED_MODEL_KEYS = ("position_ids", "instance_ids", "cls_positions")
+
+
+def contract_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """The contract keys of a host batch: BATCH_KEYS, plus PACKED_KEYS when it is packed."""
+  keys = BATCH_KEYS + (PACKED_KEYS if "instance_ids" in batch else ())
+  return {k: batch[k] for k in keys}
+
+
+def num_instances(batch: Batch) -> jax.Array:
+  """Real NSP instances in a batch: its rows, or the weighted slots of packed rows."""
+  if "instance_weights" in batch:
+    return jnp.sum(batch["instance_weights"].astype(jnp.float32))
+  return jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
 
 
 @flax.struct.dataclass
@@ -152,7 +168,9 @@ def pretraining_losses(mlm_logits: jax.Array, nsp_logits: jax.Array,
   """Summed (not averaged) float32 losses and hit counts of one batch.
 
   Sums let micro-batches and eval batches combine exactly; divide by
-  `mlm_weight` / `num_sequences` for means.
+  `mlm_weight` / `num_sequences` for means. Packed batches: nsp_logits [B, K, 2]
+  against next_sentence_labels [B, K], slots weighted by instance_weights, and
+  `num_sequences` counts the real instances.
   """
   mlm_logits = mlm_logits.astype(jnp.float32)
   nsp_logits = nsp_logits.astype(jnp.float32)
@@ -161,21 +179,25 @@ def pretraining_losses(mlm_logits: jax.Array, nsp_logits: jax.Array,
   mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids)
   nsp_labels = batch["next_sentence_labels"]
   nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, nsp_labels)
+  nsp_weights = batch.get("instance_weights")
+  nsp_weights = (jnp.ones(nsp_labels.shape, jnp.float32) if nsp_weights is None
+                 else nsp_weights.astype(jnp.float32))
   return dict(
       mlm_loss_sum=jnp.sum(mlm_ce * weights),
       mlm_correct=jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weights),
       mlm_weight=jnp.sum(weights),
-      nsp_loss_sum=jnp.sum(nsp_ce),
-      nsp_correct=jnp.sum(jnp.argmax(nsp_logits, -1) == nsp_labels).astype(jnp.float32),
-      num_sequences=jnp.asarray(nsp_labels.shape[0], jnp.float32),
+      nsp_loss_sum=jnp.sum(nsp_ce * nsp_weights),
+      nsp_correct=jnp.sum((jnp.argmax(nsp_logits, -1) == nsp_labels) * nsp_weights),
+      num_sequences=num_instances(batch),
   )
 
 
 def _apply(model, params, batch, *, deterministic, rng=None):
+  packed = {k: batch[k] for k in _PACKED_MODEL_KEYS if k in batch}
   return model.apply(
       {"params": params}, batch["input_ids"], batch["token_type_ids"],
       batch["attention_mask"], batch["masked_lm_positions"], deterministic=deterministic,
-      rngs=None if rng is None else {"dropout": rng})
+      rngs=None if rng is None else {"dropout": rng}, **packed)
 
 
 def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTraining,
@@ -186,13 +208,14 @@ def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTr
   """One optimizer step on the global batch (a pure function; jit it).
 
   Loss = MLM cross-entropy averaged over real predictions (masked_lm_weights) +
-  NSP cross-entropy averaged over sequences, both over the *global* batch even
+  NSP cross-entropy averaged over instances (rows, or the real instances of packed
+  rows), both over the *global* batch even
   when it is accumulated over `num_micro_batches`.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   # Global denominators first, so the micro-batch gradients simply add up.
   num_predictions = jnp.maximum(jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), 1.0)
-  num_sequences = batch["next_sentence_labels"].shape[0]
+  num_sequences = jnp.maximum(num_instances(batch), 1.0)
 
   def loss_fn(params, micro, micro_rng):
     mlm_logits, nsp_logits = _apply(model, params, micro, deterministic=False, rng=micro_rng)
@@ -363,7 +386,7 @@ def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.s
     if unigram is not None:
       unigram.add_eval(batch)
     sums = jax.device_get(steps.eval(params, partitioning.host_to_device(
-        {k: batch[k] for k in BATCH_KEYS}, mesh)))
+        contract_batch(batch), mesh)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     seen += 1
@@ -412,7 +435,7 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
       if unigram is not None:
         unigram.add_train(batch)
       state, step_metrics = steps.train(
-          state, partitioning.host_to_device({k: batch[k] for k in BATCH_KEYS}, mesh))
+          state, partitioning.host_to_device(contract_batch(batch), mesh))
       step += 1
       # Check the previous step's loss while this one runs: one step stays in
       # flight, yet the run stops at (and names) the first bad step.
