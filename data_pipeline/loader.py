@@ -8,6 +8,10 @@ the host count, on worker processes, or on where a run was resumed. grain suppli
 bookkeeping, the checkpointable iterator and the background worker processes; a "record" of
 the grain dataset is a whole host batch, built with vectorised NumPy (pair planning, reads
 of the token pages it needs, masking).
+
+With `packing`, a step's G units are packed *rows* instead of examples: the epoch's visiting
+order is packed window by window (packing.py), global batch g holds rows [g*G, (g+1)*G),
+and each instance in them is made exactly as without packing, then moved into its row.
 """
 from __future__ import annotations
 
@@ -22,12 +26,15 @@ import weakref
 
 import numpy as np
 
-from data_pipeline import instances, masking, records
+from data_pipeline import instances, masking, packing, records
 from data_pipeline.grain_compat import import_grain
 from data_pipeline.prepare import read_manifest
 
 CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
                  "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+# Packed rows add these (and next_sentence_labels becomes [B, K]).
+PACKED_KEYS = ("position_ids", "instance_ids", "cls_positions", "instance_weights")
+_PACKING_FIELDS = ("packing", "packing_max_instances", "packing_window")
 _STATE_VERSION = 2  # 2: steps walk BERT-style epochs of varying length.
 _FOREVER = 1 << 62  # Steps of a num_epochs=None stream: more than any run takes.
 
@@ -49,6 +56,9 @@ class LoaderConfig:
   num_epochs: int | None = None # None = repeat forever
   worker_count: int = 0         # background worker processes (0 = in-process)
   drop_remainder: bool = True
+  packing: bool = False         # several instances per row (global_batch_size counts rows)
+  packing_max_instances: int = 8  # K: instance slots per packed row
+  packing_window: int = 1024    # examples packed together (best-fit decreasing)
 
 
 def _check_config(c: LoaderConfig) -> None:
@@ -73,6 +83,14 @@ def _check_config(c: LoaderConfig) -> None:
     problems.append("num_epochs must be None (forever) or >= 1")
   if c.worker_count < 0:
     problems.append("worker_count must be >= 0")
+  if c.packing:
+    most = packing.max_instances_for(c.max_seq_length, c.pair_mode != "none")
+    if not 1 <= c.packing_max_instances <= most:
+      problems.append(f"packing_max_instances={c.packing_max_instances} must be in [1, {most}] "
+                      f"(a row of max_seq_length={c.max_seq_length} holds at most {most} "
+                      f"instances)")
+    if c.packing_window < 1:
+      problems.append(f"packing_window={c.packing_window} must be >= 1")
   if not c.drop_remainder and c.process_count > 1:
     # Hosts would disagree on the last batch's size and deadlock in the collective.
     problems.append("drop_remainder=False needs process_count == 1")
@@ -151,15 +169,42 @@ class _Epochs:
     rng = np.random.Generator(np.random.Philox(key=[c.seed, epoch]))
     return examples[rng.permutation(len(examples))]
 
-  def batches(self, num_examples: int) -> int:
+  def batches(self, num_units: int) -> int:
     g = self.c.global_batch_size
-    return num_examples // g if self.c.drop_remainder else -(-num_examples // g)
+    return num_units // g if self.c.drop_remainder else -(-num_units // g)
 
   def examples(self, epoch: int) -> np.ndarray:
+    return self._epoch(epoch)[0]
+
+  def packed(self, epoch: int) -> packing.PackedEpoch:
+    """The epoch's rows (packing only)."""
+    return self._epoch(epoch)[1]
+
+  def _epoch(self, epoch: int) -> tuple[np.ndarray, packing.PackedEpoch | None]:
     with self._lock:
       if self._current[0] != epoch:
-        self._current = (epoch, self._walk(epoch))
+        examples = self._walk(epoch)
+        self._current = (epoch, (examples, self._pack(epoch, examples) if self.c.packing
+                                 else None))
       return self._current[1]
+
+  def _pack(self, epoch: int, examples: np.ndarray) -> packing.PackedEpoch:
+    c = self.c
+    lengths, content = [], []
+    for lo in range(0, len(examples), 1 << 16):  # Bounded memory on large epochs.
+      plan = instances.plan_pairs(self.index, examples[lo:lo + (1 << 16)], c.seed, epoch,
+                                  c.max_seq_length, c.short_seq_prob, c.pair_mode)
+      content.append(plan.a_len + plan.b_len)
+    content = np.concatenate(content) if content else np.zeros(0, np.int64)
+    lengths = content + (2 if c.pair_mode == "none" else 3)
+    predictions = packing.prediction_bound(content, c.masked_lm_prob, c.max_predictions_per_seq)
+    return packing.pack_epoch(lengths, predictions, seed=c.seed, epoch=epoch,
+                              capacity=c.max_seq_length, max_predictions=c.max_predictions_per_seq,
+                              max_instances=c.packing_max_instances, window=c.packing_window)
+
+  def units(self, epoch: int) -> int:
+    """What the epoch's batches are made of: examples, or packed rows."""
+    return self.packed(epoch).num_rows if self.c.packing else len(self.examples(epoch))
 
   def known_epochs(self) -> int:
     return len(self.first_step) - 1
@@ -172,11 +217,12 @@ class _Epochs:
   def _extend_to(self, epoch: int) -> None:
     while self.known_epochs() <= epoch:
       e = self.known_epochs()
-      n = len(self.examples(e))
+      n = self.units(e)
       batches = self.batches(n)
       if batches == 0:
         raise ValueError(
-            f"{self.c.data_dir}: split {self.c.split!r} yields {n} sequences in epoch {e} at "
+            f"{self.c.data_dir}: split {self.c.split!r} yields {n} "
+            f"{'packed rows' if self.c.packing else 'sequences'} in epoch {e} at "
             f"max_seq_length={self.c.max_seq_length}, fewer than one global batch of "
             f"{self.c.global_batch_size}; lower the batch size or prepare more text")
       self.first_step.append(self.first_step[-1] + batches)
@@ -206,17 +252,49 @@ class _BatchMaker:
     first = b * self.c.global_batch_size + self.c.process_index * self.host_rows
     return epoch, examples[first:first + self.host_rows]
 
-  def __call__(self, step: int, _unused=None) -> dict[str, np.ndarray]:
-    c, data = self.c, self.data
-    epoch, ids = self.example_ids(step)
-    plan = instances.plan_pairs(data.index, ids, c.seed, epoch, c.max_seq_length,
+  def packed_example_ids(self, step: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(epoch, this host's instances in row order, their row in the host batch) for
+    global step `step` of a packed stream."""
+    epoch, b = self.epochs.locate(step)
+    first = b * self.c.global_batch_size + self.c.process_index * self.host_rows
+    positions, rows = self.epochs.packed(epoch).members(range(first, first + self.host_rows))
+    return epoch, self.epochs.examples(epoch)[positions], rows
+
+  def _plan(self, ids: np.ndarray, epoch: int) -> instances.PairPlan:
+    c = self.c
+    return instances.plan_pairs(self.data.index, ids, c.seed, epoch, c.max_seq_length,
                                 c.short_seq_prob, c.pair_mode)
+
+  def _make(self, plan: instances.PairPlan, ids: np.ndarray, epoch: int, width: int):
+    """(token_type_ids, attention_mask, masked) of planned examples, as [n, width] rows."""
+    c, data = self.c, self.data
     ids_, types, attention = instances.assemble(
-        plan, data.reader.gather, c.max_seq_length, data.manifest["cls_id"], data.manifest["sep_id"],
+        plan, data.reader.gather, width, data.manifest["cls_id"], data.manifest["sep_id"],
         data.manifest["pad_id"], two_segments=c.pair_mode != "none")
     masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
                                  c.masked_lm_prob, c.max_predictions_per_seq,
                                  c.whole_word_masking)
+    return types, attention, masked
+
+  def _packed_batch(self, step: int) -> dict[str, np.ndarray]:
+    c = self.c
+    epoch, ids, rows = self.packed_example_ids(step)
+    plan = self._plan(ids, epoch)
+    lengths = plan.a_len + plan.b_len + (2 if c.pair_mode == "none" else 3)
+    # Instances are made only as wide as the longest: masking draws are keyed on positions,
+    # not on the width, so each comes out as the unpacked loader makes it.
+    types, _, masked = self._make(plan, ids, epoch, int(lengths.max()))
+    return packing.pack_batch(rows, dict(masked, token_type_ids=types), lengths, plan.label,
+                              self.host_rows, c.max_seq_length, c.max_predictions_per_seq,
+                              c.packing_max_instances)
+
+  def __call__(self, step: int, _unused=None) -> dict[str, np.ndarray]:
+    c = self.c
+    if c.packing:
+      return self._packed_batch(step)
+    epoch, ids = self.example_ids(step)
+    plan = self._plan(ids, epoch)
+    types, attention, masked = self._make(plan, ids, epoch, c.max_seq_length)
     return {
         "input_ids": masked["input_ids"],
         "token_type_ids": types,
@@ -233,6 +311,9 @@ def _fingerprint(config: LoaderConfig, manifest: dict) -> str:
   fields = dataclasses.asdict(config)
   for volatile in ("data_dir", "worker_count", "num_epochs"):
     fields.pop(volatile)
+  if not config.packing:  # Unpacked streams keep the fingerprint they had before packing.
+    for name in _PACKING_FIELDS:
+      fields.pop(name)
   fields["data"] = manifest["settings"]
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 

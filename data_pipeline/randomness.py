@@ -27,6 +27,7 @@ MASK_SELECT = 8
 MASK_WORD = 9
 MASK_ACTION = 10
 MASK_REPLACEMENT = 11
+PACK_ORDER = 12
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
