@@ -95,8 +95,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if batch % jax.process_count():
       raise ValueError(f"config.{name}={batch} is not divisible by the "
                        f"{jax.process_count()} processes")
+  if config.packing:
+    _check_packing(config)
   model_config_from(config)  # BertConfig validates its own fields
   checkpoint_lib.check_config(config)
+
+
+def _check_packing(config: ml_collections.ConfigDict) -> None:
+  # The shortest instance is [CLS] a [SEP] b [SEP] (or [CLS] a [SEP] with one segment).
+  if config.synthetic_data:
+    raise ValueError("config.packing=True packs real instances; it cannot be combined with "
+                     "config.synthetic_data=True")
+  shortest = 3 if config.pair_mode == "none" else 5
+  if config.max_seq_length < 2 * shortest:
+    raise ValueError(
+        f"config.packing=True needs rows that hold two instances: config.max_seq_length="
+        f"{config.max_seq_length} is too short (at least {2 * shortest} tokens)")
+  most = config.max_seq_length // shortest
+  if not 1 <= config.packing_max_instances <= most:
+    raise ValueError(
+        f"config.packing_max_instances={config.packing_max_instances} must be in [1, {most}]: "
+        f"a row of config.max_seq_length={config.max_seq_length} holds at most {most} "
+        f"instances of {shortest} tokens")
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -328,7 +348,7 @@ def check_vocab(config: ml_collections.ConfigDict, data_dir: str | None) -> None
         f"{data_vocab} (or more, e.g. rounded up to a multiple of 128)")
 
 
-def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
+def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed, packing=False):
   loader = _loader()
   return loader.LoaderConfig(
       data_dir=data_dir, split=split, global_batch_size=batch_size,
@@ -338,7 +358,7 @@ def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
       masked_lm_prob=config.masked_lm_prob, short_seq_prob=config.short_seq_prob,
       pair_mode=config.pair_mode, whole_word_masking=config.whole_word_masking,
       seed=seed, num_epochs=num_epochs, worker_count=config.worker_count,
-      drop_remainder=True)
+      drop_remainder=True, packing=packing, packing_max_instances=config.packing_max_instances)
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
@@ -349,7 +369,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None)
         num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
   cfg = _loader_config(config, data_dir, split="train", batch_size=config.global_batch_size,
-                       num_epochs=None, seed=config.seed)
+                       num_epochs=None, seed=config.seed, packing=config.packing)
   return _loader().make_pretraining_iterator(cfg)
 
 

@@ -45,6 +45,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.pair_mode = "nsp"
   c.whole_word_masking = False
   c.worker_count = 0
+  # Packing: several instances per training row (global_batch_size then counts rows), each
+  # confined to itself by a block-diagonal attention mask; eval batches stay unpacked.
+  c.packing = False
+  c.packing_max_instances = 8   # instance slots per packed row (NSP predictions per row)
 
   # Optimisation.
   c.global_batch_size = 256
@@ -102,6 +106,7 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
       c.model.max_position_embeddings = 64
       c.max_seq_length = 32
       c.max_predictions_per_seq = 5
+      c.packing_max_instances = 4
       c.global_batch_size = 16
       c.eval_batch_size = 16
       c.num_train_steps = 20
