@@ -79,3 +79,46 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
       num_devices=len(devices),
       mesh_shape=[int(s) for s in mesh.devices.shape],
   )
+
+
+def run_on_batches(config: ml_collections.ConfigDict, host_batches: list[dict[str, np.ndarray]],
+                   *, steps: int = 10, warmup_steps: int = 2) -> dict[str, Any]:
+  """Times train steps on the given host batches (real ones, packed or not), cycled.
+
+  Returns step_time_s, rows_per_sec, instances_per_sec (NSP instances: rows, or the real
+  slots of packed rows), useful_tokens_per_sec (non-pad tokens) and padding_fraction (of
+  the row tokens) over those batches. Compilation and warmup steps are excluded.
+  """
+  if steps <= 0 or warmup_steps < 1 or not host_batches:
+    raise ValueError(f"steps={steps} must be positive, warmup_steps={warmup_steps} >= 1 and "
+                     f"at least one batch given")
+  train.validate_config(config)
+  mesh = train.make_mesh(config)
+  train.check_batch_fits_mesh(config, mesh)
+  model = model_lib.BertForPreTraining(train.model_config_from(config))
+  tx, schedule = optim.optimizer_from_config(config)
+  state, shardings = train.create_train_state(config, model, tx, mesh)
+  compiled = train.compile_steps(config, model, tx, schedule, mesh, shardings)
+  batches = [partitioning.host_to_device(train.contract_batch(b), mesh) for b in host_batches]
+
+  for i in range(warmup_steps):
+    state, m = compiled.train(state, batches[i % len(batches)])
+  jax.block_until_ready((state, m))
+  rows = instances = useful = 0
+  t0 = time.perf_counter()
+  for i in range(steps):
+    b = host_batches[i % len(batches)]
+    state, m = compiled.train(state, batches[i % len(batches)])
+    rows += len(b["input_ids"])
+    instances += (float(b["instance_weights"].sum()) if "instance_weights" in b
+                  else len(b["input_ids"]))
+    useful += int(b["attention_mask"].sum())
+  jax.block_until_ready((state, m))
+  elapsed = time.perf_counter() - t0
+  return dict(preset=config.preset, seq_len=config.max_seq_length, packing=bool(config.packing),
+              batch_rows=config.global_batch_size, steps=steps, step_time_s=elapsed / steps,
+              rows_per_sec=rows / elapsed, instances_per_sec=instances / elapsed,
+              useful_tokens_per_sec=useful / elapsed,
+              instances_per_row=instances / rows,
+              padding_fraction=1.0 - useful / (rows * config.max_seq_length),
+              final_loss=float(m["loss"]), backend=jax.default_backend())

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-from data_pipeline import instances
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 
 
@@ -31,24 +30,43 @@ def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: i
 
 
 def measure_loader(data_dir: str, max_seq_length: int, batch_size: int = 256,
-                   seconds: float = 10.0, whole_word: bool = False) -> dict:
+                   seconds: float = 10.0, whole_word: bool = False, packing: bool = False,
+                   packing_max_instances: int = 8) -> dict:
   """Sequences/s of the in-process loader (worker_count=0: one core, its prefetch thread
   included in the CPU time), reading token pages from the shards for every batch; also the
-  seconds one epoch's document walk takes (once per epoch and process)."""
+  seconds one epoch's document walk takes (once per epoch and process).
+
+  With `packing`, a batch is `batch_size` packed rows: `seq_per_s_*` count the sequences
+  (instances) made, `rows_per_s_per_cpu_second` the rows, and `epoch_walk_cpu_seconds`
+  includes packing the epoch. `real_token_fraction` is the share of non-pad tokens.
+  """
   predictions = {128: 20, 512: 80}.get(max_seq_length, max(1, round(max_seq_length * 0.15)))
   it = make_pretraining_iterator(LoaderConfig(
       data_dir, global_batch_size=batch_size, max_seq_length=max_seq_length,
-      max_predictions_per_seq=predictions, whole_word_masking=whole_word))
-  next(it)  # Walks the first epoch.
-  start, cpu0, n = time.perf_counter(), time.process_time(), 0
+      max_predictions_per_seq=predictions, whole_word_masking=whole_word, packing=packing,
+      packing_max_instances=packing_max_instances))
+  next(it)  # Walks (and packs) the first epoch.
+  start, cpu0, rows, seqs, real = time.perf_counter(), time.process_time(), 0, 0, 0
   while time.perf_counter() - start < seconds:
-    n += len(next(it)["input_ids"])
+    b = next(it)
+    rows += len(b["input_ids"])
+    seqs += int(b["instance_weights"].sum()) if packing else len(b["input_ids"])
+    real += int(b["attention_mask"].sum())
   wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
   walk_start = time.thread_time()
-  c = it.config
-  instances.epoch_examples(it.document_index, c.seed, 1000, c.max_seq_length, c.short_seq_prob,
-                           c.pair_mode)
+  epochs = it._maker.epochs  # pylint: disable=protected-access
+  examples = epochs._walk(1000)  # pylint: disable=protected-access
+  if packing:
+    epochs._pack(1000, examples)  # pylint: disable=protected-access
   walk_seconds = time.thread_time() - walk_start
-  return {"max_seq_length": max_seq_length, "batch_size": batch_size, "sequences": n,
-          "whole_word_masking": whole_word, "epoch_walk_cpu_seconds": round(walk_seconds, 3),
-          "seq_per_s_wall": round(n / wall), "seq_per_s_per_cpu_second": round(n / cpu)}
+  per_epoch = epochs.units(0)
+  return {"max_seq_length": max_seq_length, "batch_size": batch_size, "packing": packing,
+          "whole_word_masking": whole_word, "sequences": seqs, "rows": rows,
+          "epoch_walk_cpu_seconds": round(walk_seconds, 3),
+          "epoch_rows": per_epoch, "epoch_sequences": len(epochs.examples(0)),
+          "real_token_fraction": round(real / (rows * max_seq_length), 4),
+          "seq_per_s_wall": round(seqs / wall), "seq_per_s_per_cpu_second": round(seqs / cpu),
+          "rows_per_s_per_cpu_second": round(rows / cpu),
+          # The epoch's walk (and packing) spread over its sequences.
+          "seq_per_s_per_cpu_second_with_walk": round(
+              seqs / (cpu + walk_seconds * seqs / max(len(epochs.examples(0)), 1)))}

@@ -165,19 +165,20 @@ def pack_batch(rows_of_instance: np.ndarray, unpacked: dict[str, np.ndarray],
   if n and (slot.max() >= max_instances or (offset + lengths).max() > max_seq_length):
     raise ValueError("pack_batch: the rows given overflow max_seq_length or max_instances")
 
-  pos = np.arange(width)[None, :]
-  valid = pos < lengths[:, None]
-  r_idx = np.broadcast_to(row[:, None], valid.shape)[valid]
-  c_idx = (offset[:, None] + pos)[valid]
+  # Real tokens in row-major order are the instances back to back, in order; so are the
+  # used cells of the packed rows: two boolean masks move every key at once.
+  src = np.arange(width)[None, :] < lengths[:, None]
+  used = np.bincount(row, weights=lengths, minlength=num_rows).astype(np.int64)
+  dest = np.arange(max_seq_length)[None, :] < used[:, None]
   out = {}
-  for key in ("input_ids", "token_type_ids"):
+  for key, values in (("input_ids", unpacked["input_ids"][src]),
+                      ("token_type_ids", unpacked["token_type_ids"][src]),
+                      ("position_ids", np.broadcast_to(np.arange(width, dtype=np.int32),
+                                                       (n, width))[src]),
+                      ("instance_ids", np.repeat((slot + 1).astype(np.int32), lengths))):
     out[key] = np.zeros((num_rows, max_seq_length), np.int32)
-    out[key][r_idx, c_idx] = unpacked[key][valid]
-  out["position_ids"] = np.zeros((num_rows, max_seq_length), np.int32)
-  out["position_ids"][r_idx, c_idx] = np.broadcast_to(pos, valid.shape)[valid]
-  out["instance_ids"] = np.zeros((num_rows, max_seq_length), np.int32)
-  out["instance_ids"][r_idx, c_idx] = np.broadcast_to((slot + 1)[:, None], valid.shape)[valid]
-  out["attention_mask"] = (out["instance_ids"] > 0).astype(np.int32)
+    out[key][dest] = values
+  out["attention_mask"] = dest.astype(np.int32)
 
   # Predictions: each instance's real ones, shifted by its offset, after those of the
   # instances before it in its row (so they stay sorted by position).

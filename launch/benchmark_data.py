@@ -1,4 +1,5 @@
-"""Benchmarks the input pipeline: prepare MB/s per worker, loader sequences/s per core.
+"""Benchmarks the input pipeline: prepare MB/s per worker, loader sequences/s per core
+(unpacked and packed).
 
 python -m launch.benchmark_data [--workdir=/tmp/bert_jax_bench] [--num_workers=2] \
     [--input=GLOB --tokenizer=PATH]    (default: the quickstart corpus and tokenizer)
@@ -19,10 +20,18 @@ _INPUT = flags.DEFINE_string("input", None, "Text globs (default: quickstart cor
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer (default: quickstart's).")
 _COPIES = flags.DEFINE_list("copies", ["1", "4"], "Corpus sizes (copies) for the memory check.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Loader measuring time per setting.")
+_DATA = flags.DEFINE_string("data_dir", None, "Time the loader on this prepared set only "
+                            "(skips prepare).")
 
 
 def main(argv):
   del argv
+  if _DATA.value:
+    for length in (128, 512):
+      for packing in (False, True):
+        print(json.dumps({"loader": benchmark.measure_loader(
+            _DATA.value, length, seconds=_SECONDS.value, packing=packing)}), flush=True)
+    return
   quick = prepare_default_dataset(os.path.join(_WORKDIR.value, "quickstart"))
   corpus_dir = os.path.join(_WORKDIR.value, "quickstart", "corpus")
   inputs = _INPUT.value or os.path.join(corpus_dir, "*.txt")
@@ -48,8 +57,9 @@ def main(argv):
   # corpus would count for more than it does on a real one.
   for length in (128, 512):
     for wwm in (False, True):
-      print(json.dumps({"loader": benchmark.measure_loader(
-          out, length, seconds=_SECONDS.value, whole_word=wwm)}), flush=True)
+      for packing in (False, True):  # packing: the same sequences, several per row
+        print(json.dumps({"loader": benchmark.measure_loader(
+            out, length, seconds=_SECONDS.value, whole_word=wwm, packing=packing)}), flush=True)
 
 
 if __name__ == "__main__":
