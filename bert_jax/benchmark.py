@@ -81,17 +81,21 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
   )
 
 
-def run_on_batches(config: ml_collections.ConfigDict, host_batches: list[dict[str, np.ndarray]],
-                   *, steps: int = 10, warmup_steps: int = 2) -> dict[str, Any]:
-  """Times train steps on the given host batches (real ones, packed or not), cycled.
+def run_on_batches(config: ml_collections.ConfigDict,
+                   streams: dict[str, list[dict[str, np.ndarray]]], *, steps: int = 10,
+                   warmup_steps: int = 2) -> dict[str, dict[str, Any]]:
+  """Times train steps on real host batches, per named stream (e.g. unpacked and packed).
 
-  Returns step_time_s, rows_per_sec, instances_per_sec (NSP instances: rows, or the real
-  slots of packed rows), useful_tokens_per_sec (non-pad tokens) and padding_fraction (of
-  the row tokens) over those batches. Compilation and warmup steps are excluded.
+  The streams share one model and train state and are stepped in turn, one step each per
+  round, so that load from other processes falls on all of them alike; a stream's step time
+  is its median over `steps` rounds. Per stream: step_time_s, rows_per_sec,
+  instances_per_sec (NSP instances: rows, or the real slots of packed rows),
+  useful_tokens_per_sec (non-pad tokens), instances_per_row and padding_fraction (of the
+  row tokens). Compilation and warmup steps are excluded.
   """
-  if steps <= 0 or warmup_steps < 1 or not host_batches:
+  if steps <= 0 or warmup_steps < 1 or not streams or not all(streams.values()):
     raise ValueError(f"steps={steps} must be positive, warmup_steps={warmup_steps} >= 1 and "
-                     f"at least one batch given")
+                     f"every stream needs a batch")
   train.validate_config(config)
   mesh = train.make_mesh(config)
   train.check_batch_fits_mesh(config, mesh)
@@ -99,26 +103,29 @@ def run_on_batches(config: ml_collections.ConfigDict, host_batches: list[dict[st
   tx, schedule = optim.optimizer_from_config(config)
   state, shardings = train.create_train_state(config, model, tx, mesh)
   compiled = train.compile_steps(config, model, tx, schedule, mesh, shardings)
-  batches = [partitioning.host_to_device(train.contract_batch(b), mesh) for b in host_batches]
-
-  for i in range(warmup_steps):
-    state, m = compiled.train(state, batches[i % len(batches)])
-  jax.block_until_ready((state, m))
-  rows = instances = useful = 0
-  t0 = time.perf_counter()
-  for i in range(steps):
-    b = host_batches[i % len(batches)]
-    state, m = compiled.train(state, batches[i % len(batches)])
-    rows += len(b["input_ids"])
-    instances += (float(b["instance_weights"].sum()) if "instance_weights" in b
-                  else len(b["input_ids"]))
-    useful += int(b["attention_mask"].sum())
-  jax.block_until_ready((state, m))
-  elapsed = time.perf_counter() - t0
-  return dict(preset=config.preset, seq_len=config.max_seq_length, packing=bool(config.packing),
-              batch_rows=config.global_batch_size, steps=steps, step_time_s=elapsed / steps,
-              rows_per_sec=rows / elapsed, instances_per_sec=instances / elapsed,
-              useful_tokens_per_sec=useful / elapsed,
-              instances_per_row=instances / rows,
-              padding_fraction=1.0 - useful / (rows * config.max_seq_length),
-              final_loss=float(m["loss"]), backend=jax.default_backend())
+  on_device = {name: [partitioning.host_to_device(train.contract_batch(b), mesh) for b in bs]
+               for name, bs in streams.items()}
+  times: dict[str, list[float]] = {name: [] for name in streams}
+  for i in range(warmup_steps + steps):
+    for name, batches in on_device.items():
+      t0 = time.perf_counter()
+      state, m = compiled.train(state, batches[i % len(batches)])
+      jax.block_until_ready(m)
+      if i >= warmup_steps:
+        times[name].append(time.perf_counter() - t0)
+  results = {}
+  for name, host in streams.items():
+    rows = sum(len(b["input_ids"]) for b in host)
+    instances = sum(float(b["instance_weights"].sum()) if "instance_weights" in b
+                    else len(b["input_ids"]) for b in host)
+    useful = sum(int(b["attention_mask"].sum()) for b in host)
+    step = float(np.median(times[name]))
+    per_step = len(host)
+    results[name] = dict(
+        preset=config.preset, seq_len=config.max_seq_length, batch_rows=config.global_batch_size,
+        steps=steps, step_time_s=step, rows_per_sec=rows / per_step / step,
+        instances_per_sec=instances / per_step / step,
+        useful_tokens_per_sec=useful / per_step / step, instances_per_row=instances / rows,
+        padding_fraction=1.0 - useful / (rows * config.max_seq_length),
+        backend=jax.default_backend())
+  return results
