@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax import bucketing
 from bert_jax import eval_metrics
 from bert_jax import interop
 from bert_jax import lora
@@ -98,6 +99,9 @@ class FinetuneConfig:
   dtype: str = "float32"
   seed: int = 0
   log_every_steps: int = 50
+  # Batch shapes: examples go to the narrowest of this many widths (L/8 .. L for 4) that
+  # holds them, batches are trimmed to it (bucketing.py); 1: every batch at max_seq_length.
+  length_buckets: int = 4
 
   def validate(self) -> None:
     if self.task not in TASKS:
@@ -108,7 +112,7 @@ class FinetuneConfig:
     if self.train_file is not None and self.eval_file is None:
       raise ValueError("training needs an eval_file: the best epoch is chosen on it")
     for name in ("max_seq_length", "batch_size", "eval_batch_size", "num_epochs",
-                 "log_every_steps"):
+                 "log_every_steps", "length_buckets"):
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"{name}={getattr(self, name)}: must be positive")
     if not 0.0 <= self.warmup_fraction < 1.0:
@@ -428,25 +432,46 @@ def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
 
 
-def train_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int, epoch: int):
-  """One epoch of global batches in a (seed, epoch)-determined order; the last is padded."""
-  n = len(arrays["input_ids"])
-  order = np.random.default_rng([seed, epoch]).permutation(n)
-  for start in range(0, n, batch_size):
-    idx = order[start:start + batch_size]
-    yield _pad_rows({k: v[idx] for k, v in arrays.items()}, batch_size)
+def _widths(arrays: dict[str, np.ndarray], length_buckets: int) -> tuple[int, ...]:
+  return bucketing.bucket_widths(arrays["input_ids"].shape[1], length_buckets)
 
 
-def predict_all(setup: Setup, trainable, data: TaskData, batch_size: int) -> np.ndarray:
-  """Outputs of `predict_step` for every row of `data`, in order (NumPy)."""
+def epoch_steps(arrays: dict[str, np.ndarray], batch_size: int, length_buckets: int) -> int:
+  """Batches per epoch: each bucket's last one may be partly padding."""
+  return bucketing.num_batches(bucketing.lengths_of(arrays["attention_mask"]),
+                               _widths(arrays, length_buckets), batch_size)
+
+
+def train_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int, epoch: int,
+                  length_buckets: int = 1):
+  """One epoch of global batches in a (seed, epoch)-determined order, each cut to its
+  length bucket's width; a bucket's last batch is padded with empty rows."""
+  width_of = _widths(arrays, length_buckets)
+  plan = bucketing.train_plan(bucketing.lengths_of(arrays["attention_mask"]), width_of,
+                              batch_size, seed, epoch)
+  full = arrays["input_ids"].shape[1]
+  for width, idx in plan:
+    yield _pad_rows(bucketing.take(arrays, idx, width, full), batch_size)
+
+
+def predict_all(setup: Setup, trainable, data: TaskData, batch_size: int, task: str,
+                length_buckets: int = 1) -> np.ndarray:
+  """Outputs of `predict_step` for every row of `data`, in input order (NumPy); per-token
+  outputs at full max_seq_length width whatever the bucket."""
   keys = ("input_ids", "token_type_ids", "attention_mask")
-  n = len(data.arrays["input_ids"])
-  outs = []
-  for start in range(0, n, batch_size):
-    rows = {k: data.arrays[k][start:start + batch_size] for k in keys}
-    batch = partitioning.host_to_device(_local_rows(_pad_rows(rows, batch_size)), setup.mesh)
-    outs.append(np.asarray(jax.device_get(setup.predict(trainable, setup.frozen, batch))))
-  return np.concatenate(outs)[:n]
+  arrays = {k: data.arrays[k] for k in keys}
+  n, full = arrays["input_ids"].shape
+  plan = bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
+                             _widths(arrays, length_buckets), batch_size)
+
+  def pieces():
+    for width, idx in plan:
+      rows = bucketing.take(arrays, idx, width, full)
+      batch = partitioning.host_to_device(_local_rows(_pad_rows(rows, batch_size)), setup.mesh)
+      out = np.asarray(jax.device_get(setup.predict(trainable, setup.frozen, batch)))
+      yield idx, out[:len(idx)]
+
+  return bucketing.scatter_outputs(pieces(), n, full, per_token=task == "ner")
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -574,10 +599,6 @@ def _read_head(directory: str, task: str, num_labels: int, hidden: int) -> dict 
 # ----------------------------------------------------------------------------- the run
 
 
-def _epoch_steps(n: int, batch_size: int) -> int:
-  return math.ceil(n / batch_size)
-
-
 def run(cfg: FinetuneConfig) -> dict:
   """Fine-tunes (or, without train_file, evaluates / predicts); returns the results
   written to eval_results.json (`history` holds every epoch's eval metrics)."""
@@ -619,7 +640,8 @@ def run(cfg: FinetuneConfig) -> dict:
                      "evaluating or predicting without a train_file needs a fine-tuned "
                      "checkpoint (e.g. OUT/best_model of an earlier run)")
   pretrained = {k: v for k, v in pretrained.items() if k == "bert"}
-  steps_per_epoch = _epoch_steps(len(train), cfg.batch_size) if train else 1
+  steps_per_epoch = (epoch_steps(train.arrays, cfg.batch_size, cfg.length_buckets) if train
+                     else 1)
   total_steps = steps_per_epoch * cfg.num_epochs if train else 1
   setup = build(cfg, bert_config, pretrained, max(len(label_list), 1), mesh, total_steps, head)
   logging.info("trainable parameters: %s of %s (%.2f%%)", f"{setup.trainable_count:,}",
@@ -640,7 +662,8 @@ def run(cfg: FinetuneConfig) -> dict:
     state, history, best, train_loss = _train(cfg, setup, train, evaluation, label_list,
                                               tokenizer, best_dir, steps_per_epoch, total_steps)
   else:
-    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size) \
+    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size, cfg.task,
+                          cfg.length_buckets) \
         if evaluation else None
     metrics, table = score(cfg.task, evaluation, outputs, label_list) if evaluation else ({}, "")
     best = (None, 0, state.params, outputs, metrics, table)
@@ -658,7 +681,8 @@ def run(cfg: FinetuneConfig) -> dict:
   if train is not None:
     results["best_model_dir"] = best_dir
   if to_predict is not None:
-    outputs = predict_all(setup, best_params, to_predict, cfg.eval_batch_size)
+    outputs = predict_all(setup, best_params, to_predict, cfg.eval_batch_size, cfg.task,
+                          cfg.length_buckets)
     if jax.process_index() == 0:
       results["predictions_file"] = write_predictions(
           os.path.join(cfg.output_dir, "predictions"), cfg.task, to_predict, outputs, label_list)
@@ -681,7 +705,8 @@ def _train(cfg, setup: Setup, train: TaskData, evaluation: TaskData, label_list,
   last_epoch_loss = None
   for epoch in range(1, cfg.num_epochs + 1):
     losses = []
-    for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch):
+    for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch,
+                               cfg.length_buckets):
       state, metrics = setup.train(state, setup.frozen,
                                    partitioning.host_to_device(_local_rows(batch), setup.mesh))
       losses.append(metrics["loss"])
@@ -697,7 +722,8 @@ def _train(cfg, setup: Setup, train: TaskData, evaluation: TaskData, label_list,
     last_epoch_loss = float(np.mean(jax.device_get(losses)))
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
-    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size)
+    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size, cfg.task,
+                          cfg.length_buckets)
     metrics, table = score(cfg.task, evaluation, outputs, label_list)
     history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss, **metrics))
     value = metrics[cfg.best_metric]

@@ -51,6 +51,9 @@ _MESH = flags.DEFINE_list("mesh_shape", ["-1", "1", "1"], "data,fsdp,tensor mesh
 _DTYPE = flags.DEFINE_enum("dtype", _D.dtype, ["float32", "bfloat16"], "Compute dtype.")
 _SEED = flags.DEFINE_integer("seed", _D.seed, "Seed of the head init, order and dropout.")
 _LOG_EVERY = flags.DEFINE_integer("log_every_steps", _D.log_every_steps, "Progress interval.")
+_BUCKETS = flags.DEFINE_integer(
+    "length_buckets", _D.length_buckets, "Batch widths examples are bucketed into (L/8..L for "
+    "4); 1: every batch padded to max_seq_length.")
 flags.mark_flags_as_required(["task", "init_from", "output_dir"])
 
 
@@ -69,7 +72,7 @@ def main(argv):
       warmup_fraction=_WARMUP.value, weight_decay=_WD.value, lora_rank=_LORA_RANK.value,
       lora_alpha=_LORA_ALPHA.value, metric_for_best=_BEST.value,
       mesh_shape=tuple(int(s) for s in _MESH.value), dtype=_DTYPE.value, seed=_SEED.value,
-      log_every_steps=_LOG_EVERY.value)
+      log_every_steps=_LOG_EVERY.value, length_buckets=_BUCKETS.value)
   results = finetune.run(config)
   print(json.dumps({k: v for k, v in results.items() if k != "history"}, sort_keys=True),
         flush=True)
