@@ -24,16 +24,14 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax import batch as batch_lib
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
-from bert_jax import synthetic
 
 Batch = Mapping[str, jax.Array]
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-              "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 
 
 @flax.struct.dataclass
@@ -264,83 +262,14 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
 # Data
 
 
-def _loader():
-  # Imported here: bert_jax must import (and benchmark) without the text pipeline.
-  from data_pipeline import loader
-  return loader
-
-
-def read_manifest(data_dir: str) -> dict:
-  from data_pipeline import prepare
-  return prepare.read_manifest(data_dir)
-
-
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
-  """The prepared data directory; with none configured, prepares the embedded
-  default corpus under WORKDIR/data (the quickstart). None for synthetic data."""
-  if config.synthetic_data:
-    return None
-  if not config.data_dir:
-    from data_pipeline import quickstart
-    out = os.path.join(workdir, "data")
-    logging.info("No config.data_dir: preparing the default corpus under %s", out)
-    return quickstart.prepare_default_dataset(out, vocab_size=config.model.vocab_size)
-  if not os.path.isdir(config.data_dir):
-    raise FileNotFoundError(
-        f"config.data_dir={config.data_dir!r} does not exist; prepare one with "
-        f"`python -m launch.prepare_data`, or leave it empty for the default corpus")
-  return config.data_dir
-
-
-def check_vocab(config: ml_collections.ConfigDict, data_dir: str | None) -> None:
+def check_vocab(config: ml_collections.ConfigDict, source: batch_lib.PretrainingSource) -> None:
   """The data's token ids must fit the model's embedding table."""
-  if data_dir is None:
-    return
-  manifest = read_manifest(data_dir)
-  data_vocab = int(manifest["vocab_size"])
-  if data_vocab > config.model.vocab_size:
+  data_vocab = source.vocab_size
+  if data_vocab is not None and data_vocab > config.model.vocab_size:
     raise ValueError(
-        f"the data in {data_dir!r} was tokenized with a vocabulary of {data_vocab} ids, but "
+        f"{source.description} was tokenized with a vocabulary of {data_vocab} ids, but "
         f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
         f"{data_vocab} (or more, e.g. rounded up to a multiple of 128)")
-
-
-def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
-  loader = _loader()
-  return loader.LoaderConfig(
-      data_dir=data_dir, split=split, global_batch_size=batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      max_seq_length=config.max_seq_length,
-      max_predictions_per_seq=config.max_predictions_per_seq,
-      masked_lm_prob=config.masked_lm_prob, short_seq_prob=config.short_seq_prob,
-      pair_mode=config.pair_mode, whole_word_masking=config.whole_word_masking,
-      seed=seed, num_epochs=num_epochs, worker_count=config.worker_count,
-      drop_remainder=True)
-
-
-def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
-  """Host-local training batches, endless, with get_state / set_state."""
-  if data_dir is None:
-    return synthetic.SyntheticIterator(
-        batch_size=config.global_batch_size, seq_len=config.max_seq_length,
-        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
-  cfg = _loader_config(config, data_dir, split="train", batch_size=config.global_batch_size,
-                       num_epochs=None, seed=config.seed)
-  return _loader().make_pretraining_iterator(cfg)
-
-
-def make_eval_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
-  """The same held-out batches every time it is called (fixed seed, one epoch)."""
-  if data_dir is None:
-    # A seed far from the training stream's.
-    return synthetic.SyntheticIterator(
-        batch_size=config.eval_batch_size, seq_len=config.max_seq_length,
-        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=10_000_019, process_index=jax.process_index(), process_count=jax.process_count())
-  cfg = _loader_config(config, data_dir, split="eval", batch_size=config.eval_batch_size,
-                       num_epochs=1, seed=config.seed)
-  return _loader().make_pretraining_iterator(cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +292,7 @@ def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.s
     if unigram is not None:
       unigram.add_eval(batch)
     sums = jax.device_get(steps.eval(params, partitioning.host_to_device(
-        {k: batch[k] for k in BATCH_KEYS}, mesh)))
+        batch_lib.pretraining_arrays(batch), mesh)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     seen += 1
@@ -412,7 +341,7 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
       if unigram is not None:
         unigram.add_train(batch)
       state, step_metrics = steps.train(
-          state, partitioning.host_to_device({k: batch[k] for k in BATCH_KEYS}, mesh))
+          state, partitioning.host_to_device(batch_lib.pretraining_arrays(batch), mesh))
       step += 1
       # Check the previous step's loss while this one runs: one step stays in
       # flight, yet the run stops at (and names) the first bad step.
@@ -464,8 +393,10 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
   return state, eval_metrics
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Pretrains per `config`, writing metrics.jsonl, TensorBoard events, curves.png
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       source: batch_lib.PretrainingSource) -> dict[str, float]:
+  """Pretrains per `config` on the batches of `source` (see `bert_jax.batch`; the
+  launcher builds it from `config.data`, which this library never reads), writing metrics.jsonl, TensorBoard events, curves.png
   and checkpoints to `workdir`; returns the final eval metrics (plus the unigram
   baseline when trained on real data). Where it starts (workdir checkpoint, else
   `config.init_from`, else fresh) is decided in `checkpoint.restore_or_initialize`.
@@ -475,10 +406,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = make_mesh(config)
   check_batch_fits_mesh(config, mesh)
   os.makedirs(workdir, exist_ok=True)
-  data_dir = resolve_data_dir(config, workdir)
-  check_vocab(config, data_dir)
-  manifest = read_manifest(data_dir) if data_dir else None
-  tokenizer = manifest.get("tokenizer") if manifest else None
+  check_vocab(config, source)
+  tokenizer = source.tokenizer
 
   model = model_lib.BertForPreTraining(model_config_from(config))
   tx, schedule = optim.optimizer_from_config(config)
@@ -493,9 +422,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = start.state
   start_step = start.step  # read now: the first train step donates start.state's buffers
   steps = compile_steps(config, model, tx, schedule, mesh, shardings)
-  train_iter = make_train_iterator(config, data_dir)
+  train_iter = source.train_batches()
   accumulator = metrics_lib.MeanAccumulator()
-  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if data_dir else None
+  # Text only: a unigram baseline of random ids says nothing.
+  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if tokenizer else None
   if start.source == "checkpoint":
     _resume_host_state(start, tokenizer, train_iter, accumulator, unigram)
     print(f"resumed from {start.path} at step {start.step}", flush=True)
@@ -510,8 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def checkpoint_meta():
     return {"config": json.loads(config.to_json_best_effort()), "tokenizer": tokenizer,
-            "data_dir": data_dir and os.path.abspath(data_dir),
-            "tokenizer_file": manifest.get("tokenizer_file") if manifest else None,
+            "data_dir": None, "tokenizer_file": None, **source.checkpoint_meta,
             "loop": {"metrics_window": accumulator.get_state(),
                      "unigram_train_counts": (None if unigram is None
                                               else unigram.train_counts.tolist())}}
@@ -532,7 +461,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with preemption:
       state, eval_metrics = train_loop(
           config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
-          make_eval_iter=lambda: make_eval_iterator(config, data_dir),
+          make_eval_iter=source.eval_batches,
           flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
           step_hooks=(save_hook,), accumulator=accumulator)
   except checkpoint_lib.Preempted as p:
@@ -545,7 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # The same command again after the run finished: nothing to train; report the
     # final evaluation again rather than overwrite summary.json with nothing.
     print(f"the run is already complete (step {start_step})", flush=True)
-    eval_metrics = evaluate(steps, state.params, make_eval_iterator(config, data_dir), mesh,
+    eval_metrics = evaluate(steps, state.params, source.eval_batches(), mesh,
                             config.num_eval_steps, unigram)
 
   summary = dict(eval_metrics)

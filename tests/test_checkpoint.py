@@ -11,12 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
 from bert_jax import checkpoint as ckpt
 from bert_jax import interop
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
+from bert_jax import synthetic
 from bert_jax import train
 
 META = {"config": {"note": "test"}, "tokenizer": {"identity": "abc"}}
@@ -98,7 +99,7 @@ def test_async_save_is_a_snapshot_despite_donation(tmp_path):
   config = pretrain_testlib.small_config(synthetic_data=True)
   mesh = pretrain_testlib.one_device_mesh()
   state, steps = pretrain_testlib.build(config, mesh)
-  batches = train.make_train_iterator(config, None)
+  batches = synthetic.SyntheticSource.from_config(config).train_batches()
   checkpointer = ckpt.Checkpointer(str(tmp_path / "checkpoints"))
   state, _ = steps.train(state, partitioning.host_to_device(next(batches), mesh))
   snapshot, position = jax.device_get(state), batches.get_state()

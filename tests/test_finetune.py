@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax import finetune
-from tests import finetune_fixtures as F
+from tests.helpers import finetune as F
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

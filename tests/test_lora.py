@@ -5,7 +5,7 @@ import jax
 from bert_jax import finetune, interop, lora
 from bert_jax import partitioning
 from data_pipeline import finetune_data, tokenizers
-from tests import finetune_fixtures as F
+from tests.helpers import finetune as F
 
 
 def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):

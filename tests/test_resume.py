@@ -17,7 +17,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from pretrain_testlib import pretrain_command
+from tests.helpers.pretrain import pretrain_command
 
 from bert_jax import checkpoint as checkpoint_lib
 

@@ -2,7 +2,7 @@
 import os
 
 import pytest
-from dp_fixtures import write_synthetic_corpus, write_vocab
+from tests.helpers.data import write_synthetic_corpus, write_vocab
 
 from data_pipeline import prepare as prepare_lib
 

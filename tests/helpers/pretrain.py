@@ -8,7 +8,9 @@ import numpy as np
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import train
+from bert_jax.configs import common
 from bert_jax.configs import tiny
+from launch import sources
 
 
 def small_config(**fields):
@@ -19,6 +21,7 @@ def small_config(**fields):
   c.model.hidden_dropout_prob = 0.1
   c.model.attention_probs_dropout_prob = 0.1
   for k, v in fields.items():
+    k = common.MOVED_FIELDS.get(k, k)  # data_dir= means data.data_dir=, as on the command line
     target = c
     *parents, leaf = k.split(".")
     for p in parents:
@@ -26,6 +29,12 @@ def small_config(**fields):
     target[leaf] = v
   c.lock()
   return c
+
+
+def run_pretraining(config, workdir):
+  """`train.train_and_evaluate` on the source `config.data` names, as launch.pretrain runs it."""
+  return train.train_and_evaluate(config, workdir,
+                                  sources.make_pretraining_source(config, workdir))
 
 
 def one_device_mesh():
