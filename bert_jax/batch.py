@@ -1,6 +1,6 @@
 """The batch contract and the data-source protocol: where text meets the model.
 
-This is the only thing `bert_jax` and `data_pipeline` share. `data_pipeline` never
+This is the only thing `bert_jax` and the text package share. The text package never
 imports it (it satisfies the protocol structurally, by duck typing); tests check that
 its batches carry exactly these keys. Pure Python: importing it needs neither jax nor
 any text tooling.
@@ -64,7 +64,7 @@ class BatchIterator(Protocol):
 @runtime_checkable
 class PretrainingSource(Protocol):
   """What the pretraining loop is handed (`train.train_and_evaluate(config, workdir,
-  source)`). Implementations: `data_pipeline.pretraining_source` (prepared shards,
+  source)`). Implementations: the text package's `pretraining_source` (prepared shards,
   the quickstart corpus) and `bert_jax.synthetic.SyntheticSource` (random batches).
 
   Attributes:

@@ -4,7 +4,7 @@ import jax
 
 from bert_jax import finetune, interop, lora
 from bert_jax import partitioning
-from data_pipeline import finetune_data, tokenizers
+from data_pipeline import finetune_data, hf_tokenizer, tokenizers
 from tests.helpers import finetune as F
 
 
@@ -46,7 +46,8 @@ def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
 
   # Export: W + (alpha / r) A B on query/value; everything else exactly the checkpoint's.
   merged = setup.merged_params(state.params)
-  finetune.save_model(str(tmp_path / "export"), cfg, bert_config, merged, ["neg", "pos"], tok)
+  finetune.save_model(str(tmp_path / "export"), cfg, bert_config, merged, ["neg", "pos"],
+                      lambda d: hf_tokenizer.export_tokenizer(tok, d, model_max_length=64))
   _, exported = interop.load_hf(str(tmp_path / "export"))
   adapters = jax.tree.map(np.asarray, state.params["lora"])
   source = interop.flatten_tree(pretrained)

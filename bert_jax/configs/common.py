@@ -34,7 +34,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.preset = preset
   c.model = model_config(preset)
 
-  # Data: read by the launcher, which builds the data source (data_pipeline's
+  # Data: read by the launcher, which builds the data source (the text package's
   # prepared shards / quickstart corpus, or bert_jax.synthetic) and hands it to the
   # loop; bert_jax itself never reads config.data. An empty data_dir means the
   # quickstart: the embedded default corpus is prepared under WORKDIR/data with the

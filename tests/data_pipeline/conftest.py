@@ -1,4 +1,4 @@
-"""Shared tiny datasets for the data_pipeline tests (helpers live in dp_fixtures.py)."""
+"""Shared tiny datasets for the data_pipeline tests (helpers live in tests/helpers/data.py)."""
 import os
 
 import pytest
