@@ -58,6 +58,7 @@ from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
 from bert_jax import tasks as tasks_lib
+from bert_jax import tree as tree_lib
 
 TASKS = tasks_lib.NAMES
 BEST_MODEL_DIR = "best_model"
@@ -300,8 +301,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(init_fn, init_key)
   params, shardings = partitioning.create_sharded(init_fn, mesh, rules, init_key)
-  source = interop.flatten_tree({**pretrained, **(head or {})})
-  flat_params, flat_shardings = interop.flatten_tree(params), interop.flatten_tree(shardings)
+  source = tree_lib.flatten({**pretrained, **(head or {})})
+  flat_params, flat_shardings = tree_lib.flatten(params), tree_lib.flatten(shardings)
   loaded = set()
   for path, value in flat_params.items():
     if path in source:
@@ -312,7 +313,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       loaded.add(path)
   fresh = sorted("/".join(p) for p in flat_params if p not in loaded)
   logging.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh) or "nothing")
-  params = interop.unflatten_tree(flat_params)
+  params = tree_lib.unflatten(flat_params)
 
   use_lora = cfg.lora_rank > 0
   is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
@@ -366,8 +367,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
                loaded=frozenset(loaded), lora_scale=lora_scale,
                train=partitioning.in_mesh(train, mesh, rules),
                predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
-               trainable_count=lora.count(state.params),
-               total_count=lora.count(params) + (lora.count(trainable["lora"]) if use_lora else 0))
+               trainable_count=tree_lib.count_params(state.params),
+               total_count=tree_lib.count_params(params) + (tree_lib.count_params(trainable["lora"]) if use_lora else 0))
 
 
 # ----------------------------------------------------------------------------- batches

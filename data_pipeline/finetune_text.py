@@ -20,22 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from data_pipeline import finetune_data as fd
+from data_pipeline.fileio import write_text_atomic
 from data_pipeline import hf_tokenizer
 from data_pipeline import tokenizers as tokenizers_lib
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` beside `path`, then renames it over: never a half-written file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 @dataclasses.dataclass

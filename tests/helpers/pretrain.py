@@ -5,8 +5,6 @@ import sys
 import jax
 import numpy as np
 
-from bert_jax import model as model_lib
-from bert_jax import optim
 from bert_jax import train
 from bert_jax.configs import common
 from bert_jax.configs import tiny
@@ -44,11 +42,9 @@ def one_device_mesh():
 
 
 def build(config, mesh):
-  """(state, compiled steps) for `config` on `mesh`."""
-  model = model_lib.BertForPreTraining(train.model_config_from(config))
-  tx, schedule = optim.optimizer_from_config(config)
-  state, shardings = train.create_train_state(config, model, tx, mesh)
-  return state, train.compile_steps(config, model, tx, schedule, mesh, shardings)
+  """(state, compiled steps) for `config` on `mesh` (the loop's own `train.setup`)."""
+  job = train.setup(config, mesh)
+  return job.init_state(), job.steps
 
 
 def pretrain_command(workdir, data_dir, **overrides):
