@@ -34,6 +34,7 @@ from bert_jax import optim
 from bert_jax import partitioning
 from bert_jax import preemption as preemption_lib
 from bert_jax import progress as progress_lib
+from bert_jax import tree as tree_lib
 
 Batch = Mapping[str, jax.Array]
 
