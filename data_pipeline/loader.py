@@ -30,10 +30,7 @@ from data_pipeline import instances, masking, packing, records
 from data_pipeline.grain_compat import import_grain
 from data_pipeline.prepare import read_manifest
 
-CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-                 "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
-# Packed rows add these (and next_sentence_labels becomes [B, K]).
-PACKED_KEYS = ("position_ids", "instance_ids", "cls_positions", "instance_weights")
+# LoaderConfig fields that only matter with packing (kept out of unpacked fingerprints).
 _PACKING_FIELDS = ("packing", "packing_max_instances", "packing_window")
 _STATE_VERSION = 2  # 2: steps walk BERT-style epochs of varying length.
 _FOREVER = 1 << 62  # Steps of a num_epochs=None stream: more than any run takes.
@@ -85,7 +82,10 @@ def _check_config(c: LoaderConfig) -> None:
     problems.append("worker_count must be >= 0")
   if c.packing:
     most = packing.max_instances_for(c.max_seq_length, c.pair_mode != "none")
-    if not 1 <= c.packing_max_instances <= most:
+    if most < 2:
+      problems.append(f"packing=True needs rows that hold two instances: max_seq_length="
+                      f"{c.max_seq_length} is too short (a row holds at most {most})")
+    elif not 1 <= c.packing_max_instances <= most:
       problems.append(f"packing_max_instances={c.packing_max_instances} must be in [1, {most}] "
                       f"(a row of max_seq_length={c.max_seq_length} holds at most {most} "
                       f"instances)")
@@ -332,7 +332,8 @@ def _absl_flags_usable() -> None:
 
 
 class PretrainingIterator:
-  """Iterates host batches (dicts of NumPy arrays, see CONTRACT_KEYS); checkpointable."""
+  """Iterates host batches (dicts of NumPy arrays: the pretraining batch contract of
+  `bert_jax.batch`, which tests check this loader's batches against); checkpointable."""
 
   def __init__(self, config: LoaderConfig):
     grain = import_grain()

@@ -73,8 +73,8 @@ def main(argv):
       config.max_predictions_per_seq = -(-15 * seq // 100)
       config.model.max_position_embeddings = max(config.model.max_position_embeddings, seq)
       config.global_batch_size = _ROWS.value
-      config.packing_max_instances = _MAX_INSTANCES.value
-      config.data_dir = data_dir
+      config.data.packing_max_instances = _MAX_INSTANCES.value
+      config.data.data_dir = data_dir
       streams = {}
       for name, packing in (("unpacked", False), ("packed", True)):
         it = make_pretraining_iterator(LoaderConfig(

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from bert_jax import batch as batch_lib
 from bert_jax import model as model_lib
 from bert_jax import train
 
@@ -181,5 +182,6 @@ def test_unpacked_batches_are_unchanged(setup):
       params, as_packed)
   np.testing.assert_allclose(mlm_p, mlm, atol=1e-5)
   np.testing.assert_allclose(nsp_p[:, 0], nsp, atol=1e-5)
-  assert set(train.contract_batch(unpacked)) == set(train.BATCH_KEYS)
-  assert set(train.contract_batch(as_packed)) == set(train.BATCH_KEYS + train.PACKED_KEYS)
+  assert set(batch_lib.pretraining_arrays(unpacked)) == set(batch_lib.PRETRAINING_KEYS)
+  assert set(batch_lib.pretraining_arrays(as_packed)) == set(
+      batch_lib.PRETRAINING_KEYS + batch_lib.PACKED_KEYS)

@@ -4,8 +4,11 @@ import os
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from bert_jax import batch as batch_lib
+from bert_jax import partitioning
 from bert_jax import train
+from launch import sources
+from tests.helpers import pretrain as pretrain_testlib
 
 WORDS = 300
 
@@ -30,20 +33,25 @@ def _prepare_short_documents(root):
   return data_dir
 
 
-def test_packed_train_steps_learn_and_count_instances(tmp_path):
-  data_dir = _prepare_short_documents(str(tmp_path))
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return _prepare_short_documents(str(tmp_path_factory.mktemp("short_documents")))
+
+
+def test_packed_train_steps_learn_and_count_instances(tmp_path, data_dir):
   config = pretrain_testlib.small_config(
-      data_dir=data_dir, packing=True, max_seq_length=64, max_predictions_per_seq=10,
-      packing_max_instances=8, **{"model.vocab_size": 320}, global_batch_size=4,
-      learning_rate=3e-3)
-  train.validate_config(config)
-  batch = next(train.make_train_iterator(config, data_dir))
-  assert set(batch) == set(train.BATCH_KEYS + train.PACKED_KEYS)
+      data_dir=data_dir, max_seq_length=64, max_predictions_per_seq=10,
+      **{"data.packing": True, "data.packing_max_instances": 8, "model.vocab_size": 320},
+      global_batch_size=4, learning_rate=3e-3)
+  source = sources.make_pretraining_source(config, str(tmp_path))
+  batch = next(source.train_batches())
+  assert set(batch) == set(batch_lib.PRETRAINING_KEYS + batch_lib.PACKED_KEYS)
+  assert "instance_ids" not in next(iter(source.eval_batches()))  # eval stays unpacked
   instances = float(batch["instance_weights"].sum())
   assert instances > 3 * len(batch["input_ids"])  # the rows really are packed
   mesh = pretrain_testlib.one_device_mesh()
   state, steps = pretrain_testlib.build(config, mesh)
-  device_batch = train.partitioning.host_to_device(train.contract_batch(batch), mesh)
+  device_batch = partitioning.host_to_device(batch_lib.pretraining_arrays(batch), mesh)
   losses = []
   for _ in range(6):
     state, metrics = steps.train(state, device_batch)
@@ -55,11 +63,14 @@ def test_packed_train_steps_learn_and_count_instances(tmp_path):
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(max_seq_length=8), r"config.max_seq_length=8 is too short \(at least 10 tokens\)"),
-    (dict(packing_max_instances=9), r"config.packing_max_instances=9 must be in \[1, 6\]"),
-    (dict(synthetic_data=True), r"cannot be combined with config.synthetic_data"),
+    (dict(max_seq_length=9), r"max_seq_length=9 is too short \(a row holds at most 1\)"),
+    ({"data.packing_max_instances": 9}, r"packing_max_instances=9 must be in \[1, 6\]"),
+    ({"data.synthetic": True}, r"cannot be combined with config.data.synthetic"),
 ])
-def test_bad_packing_settings_are_refused_before_compiling(tmp_path, fields, message):
-  config = pretrain_testlib.small_config(packing=True, data_dir=str(tmp_path), **fields)
+def test_bad_packing_settings_are_refused_before_compiling(tmp_path, data_dir, fields, message):
+  # The source is built (and refuses) before train_and_evaluate compiles anything.
+  config = pretrain_testlib.small_config(
+      data_dir=data_dir, **{"data.packing": True, "model.vocab_size": 320,
+                            "max_predictions_per_seq": 5, **fields})
   with pytest.raises(ValueError, match=message):
-    train.validate_config(config)
+    next(sources.make_pretraining_source(config, str(tmp_path)).train_batches())

@@ -3,9 +3,9 @@ loader makes it, and determinism across hosts and resumes."""
 import numpy as np
 import pytest
 
+from bert_jax.batch import PACKED_KEYS, PRETRAINING_KEYS as CONTRACT_KEYS
 from data_pipeline import packing
-from data_pipeline.loader import (CONTRACT_KEYS, PACKED_KEYS, LoaderConfig,
-                                  make_pretraining_iterator)
+from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 
 L, P, K = 128, 20, 6
 
