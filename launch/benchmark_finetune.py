@@ -8,9 +8,10 @@ WordPiece vocabulary) for sentence classification on the same made-up sentences 
 words, at the same sequence length and batch size, on the CPU in this process's machine.
 Ours runs `python -m launch.finetune` (length buckets on and off); transformers' runs
 `Trainer` with padding to max_seq_length (as its run_glue example does by default) and with
-padding per batch (`DataCollatorWithPadding`). Each figure is training examples per second
-of wall time from the first step to the last, compilation included for ours (the first
-epoch's steps) and excluded (the later epochs' steps). transformers and torch are needed
+padding per batch (`DataCollatorWithPadding`). Ours reports training examples/s over the
+epochs after the first (compiled, steady state) and over the whole process (model load,
+tokenization and compilation included); transformers' is Trainer's own
+`train_samples_per_second` (its training loop). transformers, torch and accelerate are needed
 only here. Prints one JSON line per run.
 """
 import csv
