@@ -353,3 +353,19 @@ def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: 
     json.dump(config_to_hf(config), f, indent=2, sort_keys=True)
   os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
   os.replace(tmp_config, os.path.join(directory, CONFIG_NAME))
+
+
+# ----------------------------------------------------------------------------- task heads
+
+
+def read_task_head(directory: str, scope: str, out_features: int, hidden_size: int
+                   ) -> dict[str, Any] | None:
+  """A fine-tuned checkpoint's task head `scope` (e.g. `classifier`, `qa_outputs`:
+  transformers' Linear(hidden_size, out_features)) in our layout
+  ({scope: {kernel [H, out], bias [out]}}), or None when the checkpoint has no
+  such head or one of another shape (a head for other labels starts fresh)."""
+  tensors = read_state_dict(directory)
+  w, b = tensors.get(f"{scope}.weight"), tensors.get(f"{scope}.bias")
+  if w is None or b is None or w.shape != (out_features, hidden_size) or b.shape != (out_features,):
+    return None
+  return {scope: {"kernel": np.ascontiguousarray(w.T), "bias": b}}
