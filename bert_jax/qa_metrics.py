@@ -254,12 +254,3 @@ def cmrc_evaluate(golds: Mapping[str, Sequence[str]], predictions: Mapping[str, 
   out = {"exact": 100.0 * exact / total, "f1": 100.0 * f1 / total, "total": total}
   out["average"] = (out["exact"] + out["f1"]) / 2
   return out
-
-
-def is_cjk_text(texts: Sequence[str], share: float = 0.3) -> bool:
-  """Whether CJK characters make up at least `share` of the non-space characters:
-  the choice between SQuAD and CMRC scoring when the user leaves it to us."""
-  chars = [ch for t in texts for ch in t if not ch.isspace()]
-  if not chars:
-    return False
-  return sum(1 for ch in chars if _CMRC_CJK.match(ch)) / len(chars) >= share

@@ -15,7 +15,7 @@ question without answers: errors naming the file and where in it. Every answer
 is verified (`context[answer_start:answer_start + len(text)] == text`); a
 mismatch is counted and listed with its question id in `QAFile.bad_answers`,
 and an answerable question left with no verified answer is not trained on
-(`QAFeatures.skipped`). Gold texts for scoring do not need offsets.
+(its windows weigh 0, `QAFeatures.skipped`), though it is still evaluated. Gold texts for scoring do not need offsets.
 
 Features (google-research/bert's run_squad.py): the question's tokens, cut to
 `max_query_length`; the context's tokens cut into windows of at most
@@ -28,9 +28,11 @@ the last one ends at the context's end.
 
 Arrays per window (the fine-tuning batch contract plus QA's extras):
   input_ids, token_type_ids, attention_mask  [N, L] int32
-  start_positions, end_positions  [N] int32 (training): the answer's first and
-      last token in the window, 0 ([CLS]) if the window does not hold the whole
-      answer or the question has none
+  start_positions, end_positions  [N] int32 (labelled files): the answer's first
+      and last token in the window, 0 ([CLS]) if the window does not hold the
+      whole answer or the question has none
+  label_weights  [N] float32 (labelled files): 0 for the windows of an
+      answerable question without a verified answer (not trained on), else 1
   example_index  [N] int32: the example (question) the window belongs to
   offsets  [N, L, 2] int32: each context token's [start, end) characters in its
       example's context; -1 for question, specials and padding
@@ -278,12 +280,12 @@ def _jsonl_questions(path: str):
 @dataclasses.dataclass
 class QAFeatures:
   """Windows of a list of examples; see the module docstring for the arrays."""
-  arrays: dict[str, np.ndarray]    # input_ids, token_type_ids, attention_mask (+ positions)
+  arrays: dict[str, np.ndarray]    # input_ids, token_type_ids, attention_mask (+ labels)
   example_index: np.ndarray        # [N] int32
   offsets: np.ndarray              # [N, L, 2] int32
   is_max_context: np.ndarray       # [N, L] bool
-  skipped: list[str]               # training: ids of answerable questions without a verified answer
-  answer_outside_windows: list[str]  # training: ids whose answer no single window holds
+  skipped: list[str]               # answerable questions without a verified answer (weight 0)
+  answer_outside_windows: list[str]  # questions whose answer no single window holds
 
   def __len__(self):
     return len(self.example_index)
@@ -346,71 +348,71 @@ def answer_token_span(offsets: np.ndarray, start_char: int, end_char: int) -> tu
 
 def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_length: int = 384,
                        doc_stride: int = 128, max_query_length: int = 64,
-                       training: bool = False) -> QAFeatures:
-  """Windows of every example (every window of an example when evaluating).
+                       labels: bool = False) -> QAFeatures:
+  """Every window of every example.
 
-  With `training`, answerable examples without a verified answer are skipped
-  (listed in `skipped`), and start/end positions label each window from the
-  example's first verified answer (run_squad.py trains on one answer).
+  With `labels`, start/end positions label each window from the example's
+  first verified answer (run_squad.py trains on one answer), and answerable
+  examples without a verified answer get weight 0 (listed in `skipped`): the
+  same encoding serves training and evaluation, which scores every question.
   """
   check_lengths(max_seq_length, max_query_length, doc_stride)
   specials = tokenizer.special_ids
   cls, sep, pad = specials["cls_id"], specials["sep_id"], specials["pad_id"]
   context_cache: dict[str, tuple[list[int], np.ndarray]] = {}
-  rows_ids, rows_types, rows_offsets, rows_max, example_index = [], [], [], [], []
-  starts_out, ends_out, skipped, outside = [], [], [], []
+  rows_ids, rows_prefix, rows_offsets, rows_max, example_index = [], [], [], [], []
+  starts_out, ends_out, weights, skipped, outside = [], [], [], [], []
+  queries = tokenizer.encode_batch([e.question for e in examples]) if examples else []
   for e, example in enumerate(examples):
-    if training and not example.is_impossible and not example.verified:
-      skipped.append(example.id)
-      continue
     if example.context not in context_cache:
       context_cache[example.context] = token_offsets.encode_with_offsets(tokenizer,
                                                                          example.context)
     doc_ids, doc_offsets = context_cache[example.context]
     if not doc_ids:
       raise QADataError(f"{example.where}: the context of {example.id!r} has no tokens")
-    query = tokenizer.encode(example.question)[:max_query_length]
+    query = list(queries[e])[:max_query_length]
     window = max_seq_length - len(query) - 3
     spans = window_starts(len(doc_ids), window, doc_stride)
     max_mask = max_context_mask(spans, len(doc_ids))
-    answer = None
-    if training and not example.is_impossible:
-      first = example.verified[0]
-      answer = answer_token_span(doc_offsets, first.start, first.start + len(first.text))
-      if answer[1] - answer[0] + 1 > window:
-        outside.append(example.id)
+    answer, weight = None, 1.0
+    if labels and not example.is_impossible:
+      if example.verified:
+        first = example.verified[0]
+        answer = answer_token_span(doc_offsets, first.start, first.start + len(first.text))
+        if answer[1] - answer[0] + 1 > window:
+          outside.append(example.id)
+      else:
+        skipped.append(example.id)
+        weight = 0.0
     prefix = len(query) + 2
     for s, (start, length) in enumerate(spans):
-      ids = [cls] + query + [sep] + doc_ids[start:start + length] + [sep]
-      types = [0] * prefix + [1] * (length + 1)
+      rows_ids.append([cls] + query + [sep] + doc_ids[start:start + length] + [sep])
+      rows_prefix.append(prefix)
       offsets = np.full((max_seq_length, 2), -1, np.int32)
       offsets[prefix:prefix + length] = doc_offsets[start:start + length]
       is_max = np.zeros(max_seq_length, bool)
       is_max[prefix:prefix + length] = max_mask[s, start:start + length]
-      rows_ids.append(ids)
-      rows_types.append(types)
       rows_offsets.append(offsets)
       rows_max.append(is_max)
       example_index.append(e)
-      if training:
-        if answer is not None and start <= answer[0] and answer[1] < start + length:
-          starts_out.append(answer[0] - start + prefix)
-          ends_out.append(answer[1] - start + prefix)
-        else:
-          starts_out.append(0)
-          ends_out.append(0)
+      if labels:
+        inside = answer is not None and start <= answer[0] and answer[1] < start + length
+        starts_out.append(answer[0] - start + prefix if inside else 0)
+        ends_out.append(answer[1] - start + prefix if inside else 0)
+        weights.append(weight)
   n = len(rows_ids)
   input_ids = np.full((n, max_seq_length), pad, np.int32)
   token_type_ids = np.zeros((n, max_seq_length), np.int32)
   attention_mask = np.zeros((n, max_seq_length), np.int32)
-  for i, (ids, types) in enumerate(zip(rows_ids, rows_types)):
+  for i, (ids, prefix) in enumerate(zip(rows_ids, rows_prefix)):
     input_ids[i, :len(ids)] = ids
-    token_type_ids[i, :len(types)] = types
+    token_type_ids[i, prefix:len(ids)] = 1
     attention_mask[i, :len(ids)] = 1
   arrays = dict(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
-  if training:
+  if labels:
     arrays["start_positions"] = np.asarray(starts_out, np.int32)
     arrays["end_positions"] = np.asarray(ends_out, np.int32)
+    arrays["label_weights"] = np.asarray(weights, np.float32)
   empty = np.zeros((0, max_seq_length), bool)
   return QAFeatures(
       arrays, np.asarray(example_index, np.int32),

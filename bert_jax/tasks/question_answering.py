@@ -16,10 +16,13 @@ def qa_loss(start_logits: jax.Array, end_logits: jax.Array, batch) -> tuple[jax.
   """(mean loss, number of windows) of one batch, float32.
 
   start_logits, end_logits: [B, L]; batch: start_positions, end_positions [B]
-  int, attention_mask [B, L]. Padding rows (added to fill the last batch) have
-  no [CLS] and weigh 0.
+  int, attention_mask [B, L], optionally label_weights [B] (0: a window of a
+  question whose answer did not verify). Padding rows (added to fill the last
+  batch) have no [CLS] and weigh 0.
   """
   weights = batch["attention_mask"][:, 0].astype(jnp.float32)
+  if "label_weights" in batch:
+    weights = weights * batch["label_weights"].astype(jnp.float32)
   start = optax.softmax_cross_entropy_with_integer_labels(
       start_logits.astype(jnp.float32), batch["start_positions"])
   end = optax.softmax_cross_entropy_with_integer_labels(

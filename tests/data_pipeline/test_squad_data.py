@@ -94,12 +94,14 @@ def test_mismatched_answers_are_counted_reported_and_not_trained_on(tmp_path, wo
   assert "outside the context" in f.bad_answers[1][1]
   assert "3 answer(s) do not match" in f.report() and "shifted" in f.report()
   feats = S.encode_qa_examples(f.examples, wordpiece, max_seq_length=32, max_query_length=8,
-                               training=True)
+                               labels=True)
+  # Not trained on (weight 0), still encoded so that evaluation scores them.
   assert feats.skipped == ["shifted", "outside"]
+  rows = [f.examples[i].id for i in feats.example_index]
+  assert rows == ["ok", "shifted", "outside", "half"]
+  np.testing.assert_array_equal(feats.arrays["label_weights"], [1, 0, 0, 1])
   # 'half' trains on its verified answer, 'france'.
-  kept = [f.examples[i].id for i in feats.example_index]
-  assert kept == ["ok", "half"]
-  row = list(kept).index("half")
+  row = rows.index("half")
   start = feats.arrays["start_positions"][row]
   assert feats.arrays["input_ids"][row, start] == wordpiece.encode("france")[0]
 
@@ -150,7 +152,7 @@ def test_answer_across_a_window_boundary_is_cls_there_and_found_in_the_other(tmp
       _qa("q", "where", ctx, "paris france")]}], tmp_path / "t.json"))
   # question 1 token: window = 12 - 1 - 3 = 8? use max_seq_length=10 -> 6-token windows.
   feats = S.encode_qa_examples(f.examples, wordpiece, max_seq_length=10, max_query_length=4,
-                               doc_stride=4, training=True)
+                               doc_stride=4, labels=True)
   # Windows over 12 tokens, 6 long, starts 0, 4, 8 -> [0,6), [4,10), [8,12).
   assert len(feats) == 3
   starts, ends = feats.arrays["start_positions"], feats.arrays["end_positions"]
@@ -190,7 +192,7 @@ def test_chinese_answer_text_is_recovered_from_features(tmp_path, wordpiece):
   f = S.read_qa_file(_squad([{"context": zh, "qas": [_qa("z", "首都在哪里", zh, "北京")]}],
                             tmp_path / "z.json"))
   feats = S.encode_qa_examples(f.examples, wordpiece, max_seq_length=16, max_query_length=5,
-                               doc_stride=3, training=True)
+                               doc_stride=3, labels=True)
   hit = [i for i in range(len(feats)) if feats.arrays["start_positions"][i] > 0]
   assert hit
   for i in hit:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bert_jax import qa_postprocess as PP
+from data_pipeline import qa_postprocess as PP
 
 # One context of six words; word k covers characters [3k, 3k + 2).
 CONTEXT = "w0 w1 w2 w3 w4 w5"

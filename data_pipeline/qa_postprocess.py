@@ -25,7 +25,7 @@ written out (`null_odds.json`), so the threshold can be tuned on the eval set
 (`qa_metrics.squad_evaluate(..., null_odds)` reports the best one) and applied
 without re-running the model (`QAPredictions.with_threshold`).
 
-NumPy only: no jax, no text tooling; offsets come from the text side.
+The text side of QA (it cuts answers out of the text); NumPy only, no jax.
 """
 from __future__ import annotations
 
