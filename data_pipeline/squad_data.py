@@ -21,9 +21,9 @@ Features (google-research/bert's run_squad.py): the question's tokens, cut to
 `max_query_length`; the context's tokens cut into windows of at most
 `max_seq_length - len(question) - 3` tokens, [CLS] question [SEP] window [SEP].
 `doc_stride` is the STEP between the starts of consecutive windows, in tokens
-(BERT's meaning; transformers' `stride` is the OVERLAP instead: BERT's
-doc_stride=128 at max_seq_length=384 with a 64-token question is a 192-token
-overlap, transformers' stride=192). A window never starts later than needed:
+(BERT's meaning; transformers' `stride` is the OVERLAP instead: at
+max_seq_length=384 with a 64-token question a window holds 317 context tokens,
+so BERT's doc_stride=128 is an overlap of 189, transformers' stride=189). A window never starts later than needed:
 the last one ends at the context's end.
 
 Arrays per window (the fine-tuning batch contract plus QA's extras):
