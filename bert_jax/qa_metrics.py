@@ -240,7 +240,9 @@ def cmrc_exact(gold: str, prediction: str) -> float:
 def cmrc_evaluate(golds: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
                   ) -> dict[str, float]:
   """The CMRC 2018 script's EM, F1 and their AVERAGE (%) over all gold questions;
-  a question without a prediction scores 0 (the script counts it as skipped)."""
+  a question without a prediction scores 0 (the script counts it as skipped); a
+  question without gold answers scores 1 for the empty answer only (SQuAD v2.0's
+  rule; the CMRC script has no unanswerable questions)."""
   if not golds:
     raise ValueError("no gold questions to score")
   exact = f1 = 0.0
@@ -248,8 +250,14 @@ def cmrc_evaluate(golds: Mapping[str, Sequence[str]], predictions: Mapping[str, 
     if qid not in predictions:
       continue
     pred = predictions[qid]
-    f1 += max((cmrc_f1(a, pred) for a in answers), default=0.0)
-    exact += max((cmrc_exact(a, pred) for a in answers), default=0.0)
+    if not answers:
+      # An unanswerable question (CMRC 2018 has none; a v2.0-style Chinese file
+      # may): as in SQuAD v2.0, only the empty answer is right.
+      exact += float(not pred.strip())
+      f1 += float(not pred.strip())
+      continue
+    f1 += max(cmrc_f1(a, pred) for a in answers)
+    exact += max(cmrc_exact(a, pred) for a in answers)
   total = len(golds)
   out = {"exact": 100.0 * exact / total, "f1": 100.0 * f1 / total, "total": total}
   out["average"] = (out["exact"] + out["f1"]) / 2

@@ -77,3 +77,6 @@ def test_cmrc_segmentation_and_scores():
   assert out["exact"] == pytest.approx(100 / 3)
   assert out["f1"] == pytest.approx(100 * (1 + 0.75) / 3)
   assert out["average"] == pytest.approx((out["exact"] + out["f1"]) / 2)
+  # An unanswerable question: only "" is right.
+  assert M.cmrc_evaluate({"q": []}, {"q": ""})["f1"] == 100.0
+  assert M.cmrc_evaluate({"q": []}, {"q": "北京"})["exact"] == 0.0
