@@ -279,16 +279,54 @@ def _jsonl_questions(path: str):
 
 @dataclasses.dataclass
 class QAFeatures:
-  """Windows of a list of examples; see the module docstring for the arrays."""
+  """Windows of a list of examples; see the module docstring for the arrays.
+
+  The offsets and max-context masks are kept per context (a SQuAD paragraph's
+  questions share one) and laid out per window only when asked for
+  (`offsets`, `is_max_context`): for a training file's 100k+ windows of 384
+  tokens that layout would take half a gigabyte, and training never reads it.
+  """
   arrays: dict[str, np.ndarray]    # input_ids, token_type_ids, attention_mask (+ labels)
   example_index: np.ndarray        # [N] int32
-  offsets: np.ndarray              # [N, L, 2] int32
-  is_max_context: np.ndarray       # [N, L] bool
+  window_start: np.ndarray         # [N] int32: first context token of the window
+  window_length: np.ndarray        # [N] int32: its number of context tokens
+  prefix: np.ndarray               # [N] int32: position of its first context token
+  context_offsets: list[np.ndarray]  # per example: [T, 2] character spans of its tokens
+  context_max: list[np.ndarray]    # per example: [windows, T] bool max-context masks
   skipped: list[str]               # answerable questions without a verified answer (weight 0)
   answer_outside_windows: list[str]  # questions whose answer no single window holds
+  _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def __len__(self):
     return len(self.example_index)
+
+  def _layout(self):
+    n, length = self.arrays["input_ids"].shape
+    offsets = np.full((n, length, 2), -1, np.int32)
+    is_max = np.zeros((n, length), bool)
+    window_of_example: dict[int, int] = {}
+    for i, e in enumerate(self.example_index):
+      w = window_of_example.get(int(e), 0)
+      window_of_example[int(e)] = w + 1
+      start, size, prefix = int(self.window_start[i]), int(self.window_length[i]), int(self.prefix[i])
+      offsets[i, prefix:prefix + size] = self.context_offsets[e][start:start + size]
+      is_max[i, prefix:prefix + size] = self.context_max[e][w, start:start + size]
+    self._cache.update(offsets=offsets, is_max_context=is_max)
+
+  @property
+  def offsets(self) -> np.ndarray:
+    """[N, L, 2] int32: per window token its [start, end) characters in the
+    context; -1 outside the context (question, specials, padding)."""
+    if "offsets" not in self._cache:
+      self._layout()
+    return self._cache["offsets"]
+
+  @property
+  def is_max_context(self) -> np.ndarray:
+    """[N, L] bool: the token has its maximum context in this window."""
+    if "is_max_context" not in self._cache:
+      self._layout()
+    return self._cache["is_max_context"]
 
 
 def window_starts(num_tokens: int, window: int, doc_stride: int) -> list[tuple[int, int]]:
@@ -360,7 +398,8 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
   specials = tokenizer.special_ids
   cls, sep, pad = specials["cls_id"], specials["sep_id"], specials["pad_id"]
   context_cache: dict[str, tuple[list[int], np.ndarray]] = {}
-  rows_ids, rows_prefix, rows_offsets, rows_max, example_index = [], [], [], [], []
+  rows_ids, rows_prefix, rows_start, rows_length, example_index = [], [], [], [], []
+  context_offsets, context_max = [], []
   starts_out, ends_out, weights, skipped, outside = [], [], [], [], []
   queries = tokenizer.encode_batch([e.question for e in examples]) if examples else []
   for e, example in enumerate(examples):
@@ -373,7 +412,8 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
     query = list(queries[e])[:max_query_length]
     window = max_seq_length - len(query) - 3
     spans = window_starts(len(doc_ids), window, doc_stride)
-    max_mask = max_context_mask(spans, len(doc_ids))
+    context_offsets.append(doc_offsets)
+    context_max.append(max_context_mask(spans, len(doc_ids)))
     answer, weight = None, 1.0
     if labels and not example.is_impossible:
       if example.verified:
@@ -385,15 +425,11 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
         skipped.append(example.id)
         weight = 0.0
     prefix = len(query) + 2
-    for s, (start, length) in enumerate(spans):
+    for start, length in spans:
       rows_ids.append([cls] + query + [sep] + doc_ids[start:start + length] + [sep])
       rows_prefix.append(prefix)
-      offsets = np.full((max_seq_length, 2), -1, np.int32)
-      offsets[prefix:prefix + length] = doc_offsets[start:start + length]
-      is_max = np.zeros(max_seq_length, bool)
-      is_max[prefix:prefix + length] = max_mask[s, start:start + length]
-      rows_offsets.append(offsets)
-      rows_max.append(is_max)
+      rows_start.append(start)
+      rows_length.append(length)
       example_index.append(e)
       if labels:
         inside = answer is not None and start <= answer[0] and answer[1] < start + length
@@ -413,11 +449,9 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
     arrays["start_positions"] = np.asarray(starts_out, np.int32)
     arrays["end_positions"] = np.asarray(ends_out, np.int32)
     arrays["label_weights"] = np.asarray(weights, np.float32)
-  empty = np.zeros((0, max_seq_length), bool)
-  return QAFeatures(
-      arrays, np.asarray(example_index, np.int32),
-      np.stack(rows_offsets) if rows_offsets else np.zeros((0, max_seq_length, 2), np.int32),
-      np.stack(rows_max) if rows_max else empty, skipped, outside)
+  as_int = lambda values: np.asarray(values, np.int32)  # noqa: E731
+  return QAFeatures(arrays, as_int(example_index), as_int(rows_start), as_int(rows_length),
+                    as_int(rows_prefix), context_offsets, context_max, skipped, outside)
 
 
 def gold_answers(qa_file: QAFile) -> dict[str, list[str]]:
