@@ -15,7 +15,8 @@ question without answers: errors naming the file and where in it. Every answer
 is verified (`context[answer_start:answer_start + len(text)] == text`); a
 mismatch is counted and listed with its question id in `QAFile.bad_answers`,
 and an answerable question left with no verified answer is not trained on
-(its windows weigh 0, `QAFeatures.skipped`), though it is still evaluated. Gold texts for scoring do not need offsets.
+(its windows weigh 0, `QAFeatures.skipped`), though it is still evaluated (gold
+texts are scored by text, offsets or not).
 
 Features (google-research/bert's run_squad.py): the question's tokens, cut to
 `max_query_length`; the context's tokens cut into windows of at most
@@ -23,8 +24,8 @@ Features (google-research/bert's run_squad.py): the question's tokens, cut to
 `doc_stride` is the STEP between the starts of consecutive windows, in tokens
 (BERT's meaning; transformers' `stride` is the OVERLAP instead: at
 max_seq_length=384 with a 64-token question a window holds 317 context tokens,
-so BERT's doc_stride=128 is an overlap of 189, transformers' stride=189). A window never starts later than needed:
-the last one ends at the context's end.
+so BERT's doc_stride=128 is an overlap of 189, transformers' stride=189). The
+last window ends at the context's end.
 
 Arrays per window (the fine-tuning batch contract plus QA's extras):
   input_ids, token_type_ids, attention_mask  [N, L] int32
@@ -308,7 +309,8 @@ class QAFeatures:
     for i, e in enumerate(self.example_index):
       w = window_of_example.get(int(e), 0)
       window_of_example[int(e)] = w + 1
-      start, size, prefix = int(self.window_start[i]), int(self.window_length[i]), int(self.prefix[i])
+      start, size = int(self.window_start[i]), int(self.window_length[i])
+      prefix = int(self.prefix[i])
       offsets[i, prefix:prefix + size] = self.context_offsets[e][start:start + size]
       is_max[i, prefix:prefix + size] = self.context_max[e][w, start:start + size]
     self._cache.update(offsets=offsets, is_max_context=is_max)
