@@ -23,20 +23,12 @@ import re
 
 import numpy as np
 
+from data_pipeline import finetune_text
 from data_pipeline import qa_postprocess
 from data_pipeline import squad_data
 
-
-@dataclasses.dataclass(frozen=True)
-class QAOptions:
-  """How QA files are read, windowed and answered (BERT's run_squad.py defaults)."""
-  version_2_with_negative: bool = False
-  doc_stride: int = 128
-  max_query_length: int = 64
-  n_best_size: int = 20
-  max_answer_length: int = 30
-  null_score_diff_threshold: float = 0.0
-  qa_metric: str = "auto"     # "squad", "cmrc" (CJK), or "auto": by the contexts' script
+_OPTIONS = ("version_2_with_negative", "doc_stride", "max_query_length", "n_best_size",
+            "max_answer_length", "null_score_diff_threshold", "qa_metric")
 
 
 @dataclasses.dataclass
@@ -67,17 +59,20 @@ class QAReferences:
   bad_answers: int            # answers whose offsets did not match (not trained on)
 
 
-class QuestionAnsweringText:
-  """Duck-typed text side (see the fine-tuning loop's TextSide protocol)."""
+class QuestionAnsweringText(finetune_text.TextTask):
+  """The fine-tuning loop's text side for `--task=qa`. Options (`TextOptions`):
+  version_2_with_negative, doc_stride, max_query_length, n_best_size,
+  max_answer_length, null_score_diff_threshold, qa_metric ("squad", "cmrc" for
+  CMRC 2018 / DRCD, or "auto": "cmrc" when the contexts are mostly CJK)."""
   name = "qa"
 
-  def __init__(self, options: QAOptions = QAOptions()):
+  def __init__(self, options: finetune_text.TextOptions = finetune_text.TextOptions()):
     if options.qa_metric not in ("auto", "squad", "cmrc"):
       raise ValueError(f"qa_metric={options.qa_metric!r}: expected 'auto', 'squad' or 'cmrc'")
     for name in ("doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
       if getattr(options, name) <= 0:
         raise ValueError(f"{name}={getattr(options, name)}: must be positive")
-    self.options = options
+    super().__init__(options)
 
   def read(self, path: str, labelled: bool) -> list:
     qa_file = squad_data.read_qa_file(
@@ -143,7 +138,7 @@ class QuestionAnsweringText:
     return path
 
   def meta(self) -> dict:
-    return dataclasses.asdict(self.options)
+    return {name: getattr(self.options, name) for name in _OPTIONS}
 
 
 _CJK = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]")

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data_pipeline import fileio
 from data_pipeline import token_offsets
 
 
@@ -463,8 +464,4 @@ def gold_answers(qa_file: QAFile) -> dict[str, list[str]]:
 
 def write_json(path: str, obj) -> None:
   """JSON (UTF-8, non-ASCII kept) under a temporary name, then renamed."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  fileio.write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

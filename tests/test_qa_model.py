@@ -6,6 +6,8 @@ import jax
 import numpy as np
 from bert_jax import interop
 from bert_jax import model as model_lib
+from bert_jax import tasks
+from bert_jax import tree as tree_lib
 
 CONFIG = model_lib.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
                               num_attention_heads=2, intermediate_size=64,
@@ -40,8 +42,8 @@ def _fresh(seed):
       jax.random.PRNGKey(0))["params"])
   rng = np.random.default_rng(seed)
   flat = {path: (rng.standard_normal(x.shape) * 0.05 + (path[-1] == "scale")).astype(np.float32)
-          for path, x in interop.flatten_tree(shapes).items()}
-  return interop.unflatten_tree(flat)
+          for path, x in tree_lib.flatten(shapes).items()}
+  return tree_lib.unflatten(flat)
 
 
 def test_head_shapes_and_names():
@@ -88,10 +90,11 @@ def test_a_transformers_qa_checkpoint_loads_with_its_head(tmp_path):
   directory = str(tmp_path / "hf_qa")
   theirs.save_pretrained(directory)
   config, params = interop.load_hf(directory)
-  head = interop.read_task_head(directory, "qa_outputs", 2, config.hidden_size)
-  assert head is not None
-  assert interop.read_task_head(directory, "qa_outputs", 3, config.hidden_size) is None
-  assert interop.read_task_head(directory, "classifier", 2, config.hidden_size) is None
+  tensors = interop.read_state_dict(directory)
+  qa, classification = tasks.get("qa"), tasks.get("classification")
+  head = qa.head_from_hf(tensors, 0, config.hidden_size)
+  assert head is not None and set(head) == {"qa_outputs"}
+  assert classification.head_from_hf(tensors, 2, config.hidden_size) is None
   params = {"bert": params["bert"], **head}
   ids, types, mask = _inputs(1)
   with torch.no_grad():

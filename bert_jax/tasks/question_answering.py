@@ -69,6 +69,11 @@ class QuestionAnswering(base.Task):
     # transformers' BertForQuestionAnswering config: num_labels=2, default names.
     return ["LABEL_0", "LABEL_1"]
 
+  def head_matches(self, checkpoint_labels, label_list) -> bool:
+    # A QA head has no labels (transformers does not even write id2label for it):
+    # any checkpoint's qa_outputs of the right shape is this head.
+    return True
+
   def model(self, config: model_lib.BertConfig, num_labels: int):
     return model_lib.BertForQuestionAnswering(config)
 
