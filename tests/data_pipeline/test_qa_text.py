@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 
+from bert_jax import batch as batch_lib
 from bert_jax import tasks
 from data_pipeline import finetune_text
 from data_pipeline import qa_text
@@ -29,6 +30,7 @@ def test_chinese_file_windows_decodes_writes_and_scores_the_cmrc_way(tmp_path):
   assert isinstance(text, qa_text.QuestionAnsweringText)
   encoded = text.encode(str(path), text.read(str(path), True), tokenizer, [], 20)
   assert len(encoded) == 3 and len(encoded.arrays["input_ids"]) > 3  # several windows each
+  assert set(encoded.arrays) == set(batch_lib.QA_KEYS)
   refs = text.references(encoded)
   assert refs.metric == "cmrc" and refs.golds["DEV_0_QUERY_2"] == []
 
