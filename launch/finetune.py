@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from bert_jax import finetune
+from launch import cli
 
 _D = finetune.FinetuneConfig
 _TASK = flags.DEFINE_enum("task", None, list(finetune.TASKS), "What to fine-tune for.")
@@ -76,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

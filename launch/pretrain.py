@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from bert_jax import train
+from launch import cli
 from launch import distributed_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
