@@ -22,8 +22,10 @@ nodes stay held). Here, once a process has joined a job (`start`, called by
 - A normal exit first waits, the watchdog still on guard, until every process has
   finished; only then does jax's shutdown barrier run, which all processes reach.
 
-Test hook: `BERT_JAX_TEST_FAIL=PROCESS:PHASE[:STEP]` makes `test_failure_point` raise
-`InjectedFailure` in that process (tests of this module; never set it otherwise).
+Test hook: `BERT_JAX_TEST_FAIL=PROCESS:PHASE[:STEP[:pause]]` makes `test_failure_point`
+raise `InjectedFailure` in that process (or, with `pause`, stop there for good, for a
+test to kill it); phases: `prepare` (before the data), `step` (after a step's
+checkpoint). For tests of failure handling only; never set it otherwise.
 """
 from __future__ import annotations
 
@@ -33,7 +35,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 # Exit status of a process stopped because another process of its job failed.
 STOPPED_BY_PEER = 3
@@ -47,6 +48,11 @@ _watchdog: "_Watchdog | None" = None
 
 
 def _flush() -> None:
+  """Before os._exit: the output out, and no orphaned worker processes (a data pool)
+  printing broken-pipe tracebacks after this process is gone."""
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+  for child in multiprocessing.active_children():
+    child.terminate()
   logging.shutdown()  # flushes absl's handler too
   for stream in (sys.stdout, sys.stderr):
     try:
@@ -229,18 +235,24 @@ def test_failure_point(phase: str, step: int | None = None) -> None:
   if not spec:
     return
   parts = spec.split(":")
-  if len(parts) not in (2, 3):
-    raise ValueError(f"BERT_JAX_TEST_FAIL={spec!r}: expected PROCESS:PHASE[:STEP]")
+  if len(parts) not in (2, 3, 4) or parts[3:] not in ([], ["pause"]):
+    raise ValueError(f"BERT_JAX_TEST_FAIL={spec!r}: expected PROCESS:PHASE[:STEP[:pause]]")
   import jax  # pylint: disable=import-outside-toplevel
   if int(parts[0]) != jax.process_index() or parts[1] != phase:
     return
-  if len(parts) == 3 and (step is None or int(parts[2]) != step):
+  if len(parts) >= 3 and (step is None or int(parts[2]) != step):
     return
   where = phase if step is None else f"{phase} {step}"
+  if parts[3:] == ["pause"]:
+    print(f"BERT_JAX_TEST_FAIL: process {jax.process_index()} paused at {where}", flush=True)
+    while True:
+      time.sleep(60)
   print(f"BERT_JAX_TEST_FAIL: raising in process {jax.process_index()} at {where} "
         f"(unix time {time.time():.3f})", flush=True)
   raise InjectedFailure(f"test failure injected at {where}")
 
 
-def format_exception(error: BaseException) -> str:
-  return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+def test_step_hook(step: int, state, train_iter) -> None:
+  """A train-loop step hook: the test hook's `step` phase, after the step's checkpoint."""
+  del state, train_iter
+  test_failure_point("step", step)

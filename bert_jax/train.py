@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import job_failure
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
@@ -475,6 +476,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = make_mesh(config)
   check_batch_fits_mesh(config, mesh)
   os.makedirs(workdir, exist_ok=True)
+  job_failure.test_failure_point("prepare")
   data_dir = resolve_data_dir(config, workdir)
   check_vocab(config, data_dir)
   manifest = read_manifest(data_dir) if data_dir else None
@@ -534,7 +536,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
           make_eval_iter=lambda: make_eval_iterator(config, data_dir),
           flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
-          step_hooks=(save_hook,), accumulator=accumulator)
+          step_hooks=(save_hook, job_failure.test_step_hook), accumulator=accumulator)
   except checkpoint_lib.Preempted as p:
     print(f"preempted: stopped after step {p.step}, checkpoint committed in {p.directory}; "
           f"run the same command to resume", flush=True)
