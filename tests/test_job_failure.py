@@ -195,3 +195,25 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     assert a.keys() == b.keys()
     for k in b:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=f"step {b['step']} {k}")
+
+
+def test_a_user_error_in_one_process_ends_the_job(tmp_path):
+  """Process 1 is given a data_dir that does not exist (one line, exit 2); process 0,
+  on synthetic data, is building its train state and must stop too (exit 3)."""
+  commands = _two_processes(str(tmp_path / "run"))
+  commands[0].append("--config.synthetic_data=True")
+  commands[1].append(f"--config.data_dir={tmp_path}/missing")
+  job = _Job(tmp_path, "user", commands, devices=1)
+  try:
+    codes = job.wait(180)
+  finally:
+    job.kill()
+  assert codes == [3, 2], job.outputs()
+  errors = [l for l in job.output(1).splitlines() if l.startswith("error:")]
+  assert errors == [f"error: config.data_dir='{tmp_path}/missing' does not exist; prepare one "
+                    "with `python -m launch.prepare_data`, or leave it empty for the default "
+                    "corpus"], job.outputs()
+  assert "Traceback" not in job.output(0) + job.output(1)
+  assert (f"error: process 1 of 2 failed: config.data_dir='{tmp_path}/missing' does not exist"
+          in job.output(0)), job.outputs()
+  assert "error: stopping process 0 because process 1 failed" in job.output(0)
