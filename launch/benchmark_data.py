@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import benchmark
 from data_pipeline.quickstart import prepare_default_dataset

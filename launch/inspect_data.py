@@ -9,7 +9,7 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipeline.batch_stats import SPECIAL_KEYS, batch_statistics, render_example
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator

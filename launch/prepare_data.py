@@ -7,7 +7,7 @@ Rerun the same command to resume after an interruption.
 """
 import json
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import corpus
 from data_pipeline.prepare import prepare

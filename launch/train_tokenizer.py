@@ -5,7 +5,7 @@ python -m launch.train_tokenizer --input=GLOB[,GLOB...] --output_dir=DIR --vocab
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import corpus
 from data_pipeline.tokenizers import load_tokenizer, train_sentencepiece
