@@ -24,8 +24,8 @@ nodes stay held). Here, once a process has joined a job (`start`, called by
 
 Test hook: `BERT_JAX_TEST_FAIL=PROCESS:PHASE[:STEP[:pause]]` makes `test_failure_point`
 raise `InjectedFailure` in that process (or, with `pause`, stop there for good, for a
-test to kill it); phases: `prepare` (before the data), `step` (after a step's
-checkpoint). For tests of failure handling only; never set it otherwise.
+test to kill it); the pretraining loop calls it as phase `step` after each step's
+checkpoint. For tests of failure handling only; never set it otherwise.
 """
 from __future__ import annotations
 

@@ -476,7 +476,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = make_mesh(config)
   check_batch_fits_mesh(config, mesh)
   os.makedirs(workdir, exist_ok=True)
-  job_failure.test_failure_point("prepare")
   data_dir = resolve_data_dir(config, workdir)
   check_vocab(config, data_dir)
   manifest = read_manifest(data_dir) if data_dir else None

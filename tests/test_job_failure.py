@@ -4,9 +4,9 @@ Two real processes of `python -m launch.pretrain` on loopback (one CPU device ea
 gloo collectives) share one workdir and have no data_dir, so they must prepare the
 quickstart dataset there once between them (from a small corner of the standard
 library, BERT_JAX_DEFAULT_CORPUS_ROOT, to stay cheap). The same job is then broken
-in turn: process 1 raises while the data is being prepared, process 0 raises after a
-checkpoint, process 1 is SIGKILLed mid-run (paused by the hook after step 6, so that
-the kill falls mid-run however fast the steps are). Each time every process must exit
+in turn: process 1 stops with a user error while process 0 prepares the data, process
+0 raises after a checkpoint, process 1 is SIGKILLed mid-run (paused by the hook after
+step 6, so that the kill falls mid-run however fast the steps are). Each time every process must exit
 non-zero within a bound, and the next start of the same command resumes from the
 last checkpoint; the run, pieced together from these restarts, must log the same
 losses as one process with 2 devices. Failures are injected with the
@@ -128,17 +128,24 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
   workdir = str(tmp_path / "shared")
   jobs, times = [], {}
   try:
-    # 1. Process 1 raises while the shared data is being prepared (by process 0).
-    job = _Job(tmp_path, "prepare", _two_processes(workdir), devices=1,
-               extra_env={"BERT_JAX_TEST_FAIL": "1:prepare"})
+    # 1. While process 0 prepares the shared data, process 1 stops with a user error (a
+    # data_dir that does not exist): one line, status 2; process 0 stops too, status 3.
+    commands = _two_processes(workdir)
+    commands[1].append(f"--config.data_dir={tmp_path}/missing")
+    job = _Job(tmp_path, "prepare", commands, devices=1)
     jobs.append(job)
     codes = job.wait(240)
-    times["raise in process 1 during data preparation"] = (
-        max(job.exit_times) - _injected_at(job, 1))
-    assert codes[1] == 1 and codes[0] != 0, job.outputs()
-    assert "InjectedFailure: test failure injected at prepare" in job.output(1)
-    assert "process 1 of 2 failed: InjectedFailure" in job.output(0), job.outputs()
-    assert "Traceback" not in job.output(0)
+    times["user error in process 1 during data preparation"] = (
+        max(job.exit_times) - min(t for t in job.exit_times))
+    assert codes == [3, 2], job.outputs()
+    errors = [l for l in job.output(1).splitlines() if l.startswith("error:")]
+    assert errors == [f"error: config.data_dir='{tmp_path}/missing' does not exist; prepare "
+                      "one with `python -m launch.prepare_data`, or leave it empty for the "
+                      "default corpus"], job.outputs()
+    assert (f"error: process 1 of 2 failed: config.data_dir='{tmp_path}/missing' does not "
+            "exist" in job.output(0)), job.outputs()
+    assert "error: stopping process 0 because process 1 failed" in job.output(0)
+    assert "Traceback" not in job.output(0) + job.output(1)
 
     # 2. The same command: one process prepares the data (the other waits), then
     # process 0 raises after the checkpoint of step 4.
@@ -196,24 +203,3 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     for k in b:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=f"step {b['step']} {k}")
 
-
-def test_a_user_error_in_one_process_ends_the_job(tmp_path):
-  """Process 1 is given a data_dir that does not exist (one line, exit 2); process 0,
-  on synthetic data, is building its train state and must stop too (exit 3)."""
-  commands = _two_processes(str(tmp_path / "run"))
-  commands[0].append("--config.synthetic_data=True")
-  commands[1].append(f"--config.data_dir={tmp_path}/missing")
-  job = _Job(tmp_path, "user", commands, devices=1)
-  try:
-    codes = job.wait(180)
-  finally:
-    job.kill()
-  assert codes == [3, 2], job.outputs()
-  errors = [l for l in job.output(1).splitlines() if l.startswith("error:")]
-  assert errors == [f"error: config.data_dir='{tmp_path}/missing' does not exist; prepare one "
-                    "with `python -m launch.prepare_data`, or leave it empty for the default "
-                    "corpus"], job.outputs()
-  assert "Traceback" not in job.output(0) + job.output(1)
-  assert (f"error: process 1 of 2 failed: config.data_dir='{tmp_path}/missing' does not exist"
-          in job.output(0)), job.outputs()
-  assert "error: stopping process 0 because process 1 failed" in job.output(0)
