@@ -109,6 +109,9 @@ def _user_error(text: str, error: BaseException | None, argv=None) -> None:
   _stop(USER_ERROR, line)
 
 
+_rewrite_argv: Callable[[list[str]], list[str]] = lambda argv: argv
+
+
 def _config_flags():
   return [f for f in flags.FLAGS._flags().values()  # pylint: disable=protected-access
           if config_flags_impl.is_config_flag(f)]
@@ -128,6 +131,7 @@ def _failing_override(argv: list[str], key: str) -> str | None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its errors (and a config file's) as one `error:` line,
   exit status 2."""
+  argv = _rewrite_argv(argv)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -183,6 +187,11 @@ def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], i
   return wrapped
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-  """absl's `app.run(main)` with the exit statuses and messages above."""
+def run(main: Callable[[list[str]], int | None],
+        rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
+  """absl's `app.run(main)` with the exit statuses and messages above; `rewrite_argv`
+  (e.g. old flag spellings to new) is applied to the command line before parsing."""
+  global _rewrite_argv
+  if rewrite_argv is not None:
+    _rewrite_argv = rewrite_argv
   app.run(_guarded(main), flags_parser=parse_flags)

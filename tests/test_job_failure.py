@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pytest
 
-from pretrain_testlib import pretrain_command
+from tests.helpers.pretrain import pretrain_command
 from test_distributed import child_env, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,11 +139,9 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
         max(job.exit_times) - min(t for t in job.exit_times))
     assert codes == [3, 2], job.outputs()
     errors = [l for l in job.output(1).splitlines() if l.startswith("error:")]
-    assert errors == [f"error: config.data_dir='{tmp_path}/missing' does not exist; prepare "
-                      "one with `python -m launch.prepare_data`, or leave it empty for the "
-                      "default corpus"], job.outputs()
-    assert (f"error: process 1 of 2 failed: config.data_dir='{tmp_path}/missing' does not "
-            "exist" in job.output(0)), job.outputs()
+    missing = f"--config.data_dir (config.data.data_dir)='{tmp_path}/missing' does not exist"
+    assert len(errors) == 1 and errors[0].startswith(f"error: {missing}; prepare one"), job.outputs()
+    assert f"error: process 1 of 2 failed: {missing}" in job.output(0), job.outputs()
     assert "error: stopping process 0 because process 1 failed" in job.output(0)
     assert "Traceback" not in job.output(0) + job.output(1)
 
