@@ -8,10 +8,11 @@ import json
 import os
 import shutil
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import benchmark
 from data_pipeline.quickstart import prepare_default_dataset
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bert_jax_bench", "Scratch directory.")
 _WORKERS = flags.DEFINE_integer("num_workers", 2, "Prepare worker processes.")
@@ -53,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -26,6 +26,7 @@ from absl import logging
 
 from bert_jax import finetune
 from data_pipeline import finetune_text
+from launch import cli
 
 
 def _define_flags(config_cls) -> dict[str, flags.FlagHolder]:
@@ -85,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,11 +9,12 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipeline.batch_stats import SPECIAL_KEYS, batch_statistics, render_example
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 from data_pipeline.tokenizers import load_tokenizer
+from launch import cli
 
 _DATA = flags.DEFINE_string("data_dir", None, "A prepared dataset.", required=True)
 _N = flags.DEFINE_integer("num_batches", 10, "Batches to measure.")
@@ -31,13 +32,10 @@ _DUMP = flags.DEFINE_string("dump", None, "Write the raw arrays of the batches t
 def main(argv):
   del argv
   predictions = _P.value or max(1, int(np.ceil(_L.value * 0.15)))
-  try:
-    it = make_pretraining_iterator(LoaderConfig(
-        _DATA.value, split=_SPLIT.value, global_batch_size=_B.value,
-        max_seq_length=_L.value, max_predictions_per_seq=predictions,
-        pair_mode=_MODE.value, whole_word_masking=_WWM.value, seed=_SEED.value))
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"inspect_data: {e}")
+  it = make_pretraining_iterator(LoaderConfig(
+      _DATA.value, split=_SPLIT.value, global_batch_size=_B.value,
+      max_seq_length=_L.value, max_predictions_per_seq=predictions,
+      pair_mode=_MODE.value, whole_word_masking=_WWM.value, seed=_SEED.value))
   manifest = it.manifest
   tokenizer = load_tokenizer(_DATA.value)
   batches = []
@@ -59,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

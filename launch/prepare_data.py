@@ -6,13 +6,12 @@ python -m launch.prepare_data --tfds=wikipedia/20230601.en:text --tfds_data_dir=
 Rerun the same command to resume after an interruption.
 """
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import corpus
-from data_pipeline.prepare import PrepareError, prepare
-from data_pipeline.tokenizers import TokenizerError
+from data_pipeline.prepare import prepare
+from launch import cli
 
 _INPUT = flags.DEFINE_string("input", None, "Comma-separated globs of local text files.")
 _TFDS = flags.DEFINE_string("tfds", None, "TFDS dataset and text feature, name[/config]:feature.")
@@ -32,14 +31,11 @@ _LOWER = flags.DEFINE_enum("lowercase", "auto", ["auto", "true", "false"],
 def main(argv):
   del argv
   lowercase = {"auto": None, "true": True, "false": False}[_LOWER.value]
-  try:
-    manifest = prepare(_OUTPUT.value, _TOKENIZER.value, inputs=_INPUT.value,
-                       tfds_name=_TFDS.value, tfds_data_dir=_TFDS_DIR.value,
-                       tfds_split=_TFDS_SPLIT.value, text_format=_FORMAT.value,
-                       num_workers=_WORKERS.value, eval_fraction=_EVAL.value,
-                       docs_per_shard=_SHARD.value, lowercase=lowercase)
-  except (corpus.CorpusError, PrepareError, TokenizerError, FileNotFoundError) as e:
-    sys.exit(f"prepare_data: {e}")
+  manifest = prepare(_OUTPUT.value, _TOKENIZER.value, inputs=_INPUT.value,
+                     tfds_name=_TFDS.value, tfds_data_dir=_TFDS_DIR.value,
+                     tfds_split=_TFDS_SPLIT.value, text_format=_FORMAT.value,
+                     num_workers=_WORKERS.value, eval_fraction=_EVAL.value,
+                     docs_per_shard=_SHARD.value, lowercase=lowercase)
   summary = {split: {k: v for k, v in s.items() if k in ("documents", "sentences", "tokens")}
              for split, s in manifest["splits"].items()}
   print(json.dumps({"output_dir": _OUTPUT.value, "splits": summary,
@@ -47,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

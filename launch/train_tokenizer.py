@@ -5,10 +5,11 @@ python -m launch.train_tokenizer --input=GLOB[,GLOB...] --output_dir=DIR --vocab
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import corpus
-from data_pipeline.tokenizers import TokenizerError, load_tokenizer, train_sentencepiece
+from data_pipeline.tokenizers import load_tokenizer, train_sentencepiece
+from launch import cli
 
 _INPUT = flags.DEFINE_string("input", None, "Comma-separated globs of text files.", required=True)
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Where spm.model goes.", required=True)
@@ -21,12 +22,9 @@ _MAX = flags.DEFINE_integer("max_sentences", 2_000_000, "Sentences sampled for t
 def main(argv):
   del argv
   skips = corpus.SkipLog()
-  try:
-    docs = corpus.iter_text_documents(_INPUT.value, _FORMAT.value, skips)
-    path = train_sentencepiece((s for d in docs for s in d.sentences), _OUTPUT.value,
-                               _VOCAB.value, _TYPE.value, _MAX.value)
-  except (corpus.CorpusError, TokenizerError) as e:
-    sys.exit(f"train_tokenizer: {e}")
+  docs = corpus.iter_text_documents(_INPUT.value, _FORMAT.value, skips)
+  path = train_sentencepiece((s for d in docs for s in d.sentences), _OUTPUT.value,
+                             _VOCAB.value, _TYPE.value, _MAX.value)
   tok = load_tokenizer(path)
   for reason, entry in skips.to_json().items():
     print(f"skipped {entry['count']} ({reason}), e.g. {entry['examples'][:2]}", file=sys.stderr)
@@ -34,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
