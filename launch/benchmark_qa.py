@@ -16,6 +16,8 @@ import time
 from absl import app
 from absl import flags
 
+from launch import cli
+
 _PRESET = flags.DEFINE_string("preset", "tiny", "BERT size: tiny, mini, small, medium, base.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Windows per step.")
 _SEQ = flags.DEFINE_integer("seq_len", 384, "max_seq_length.")
@@ -156,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
