@@ -303,6 +303,13 @@ class PretrainingIterator:
     """The split's sentence layout (what pair planning reads)."""
     return self._data.index
 
+  def chunk_sentence_counts(self, step: int) -> np.ndarray:
+    """Sentences in the chunk of each of this host's examples at global step `step`."""
+    c = self.config
+    epoch, ids = self._maker.example_ids(step)
+    return instances.chunk_sentence_counts(self._data.index, ids, c.seed, epoch,
+                                           c.max_seq_length, c.short_seq_prob, c.pair_mode)
+
   def __iter__(self):
     return self
 
