@@ -111,12 +111,11 @@ class _SplitData:
     if config.pair_mode == "nsp" and self.index.num_documents < 2:
       raise ValueError(f"{config.data_dir}: split {config.split!r} has one document; NSP "
                        f"needs at least two (random B comes from another document)")
-    # Shards prepared with a word segmenter (Chinese) carry per-token word starts; whole-word
-    # masking reads them instead of the per-id table.
-    stored = manifest.get("word_starts") is not None
     self.reader = records.TokenReader(paths, shard_tokens, manifest["token_dtype"],
-                                      manifest["page_tokens"], stored_word_starts=stored,
-                                      read_word_starts=stored and config.whole_word_masking)
+                                      manifest["page_tokens"])
+    # Shards prepared with a word segmenter (Chinese) carry per-token word starts in the
+    # tokens' top bit; whole-word masking uses them instead of the per-id table.
+    self.stored_word_starts = manifest.get("word_starts") is not None
     word_start = np.load(os.path.join(config.data_dir, "word_start.npy"))
     self.manifest = manifest
     self.tables = masking.MaskingTables.create(
@@ -219,8 +218,10 @@ class _BatchMaker:
         plan, data.reader.gather, c.max_seq_length, data.manifest["cls_id"], data.manifest["sep_id"],
         data.manifest["pad_id"], two_segments=c.pair_mode != "none")
     word_start = None
-    if data.reader.read_word_starts:
-      ids_, word_start = records.split_word_starts(ids_)
+    if data.stored_word_starts:
+      ids_, word_start = records.split_word_starts(ids_, data.manifest["token_dtype"])
+      if not c.whole_word_masking:
+        word_start = None
     masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
                                  c.masked_lm_prob, c.max_predictions_per_seq,
                                  c.whole_word_masking, word_start=word_start)

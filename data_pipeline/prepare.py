@@ -11,7 +11,7 @@ units. Memory is bounded by one unit plus a fixed window of in-flight worker tas
 Text rules (sentence splitting, line joining, NFKC; text_scripts.py) and the input
 encoding are settings of the dataset. With `word_segmenter="jieba"` each token also gets a
 "starts a word" flag from a Chinese word segmenter (word_segmentation.py), stored in the
-pages, for Chinese whole-word masking. The manifest counts the [UNK] rate; above
+token's top bit (records.py), for Chinese whole-word masking. The manifest counts the [UNK] rate; above
 UNK_RATE_WARNING a warning says the vocabulary does not fit the text.
 """
 from __future__ import annotations
@@ -154,14 +154,12 @@ def _unit_done_path(output_dir: str, unit: int) -> str:
 class _UnitWriter:
   """Accumulates one unit's documents into its train and eval shards."""
 
-  def __init__(self, output_dir: str, unit: int, vocab_size: int, token_dtype: np.dtype,
-               word_starts: bool):
+  def __init__(self, output_dir: str, unit: int, vocab_size: int, token_dtype: np.dtype):
     self.output_dir, self.unit = output_dir, unit
     self.writers, self.stats = {}, {}
     for split in SPLITS:
       path = os.path.join(output_dir, f"{split}-{unit:05d}.array_record")
-      self.writers[split] = records.PageWriter(path + ".tmp", token_dtype,
-                                               word_starts=word_starts)
+      self.writers[split] = records.PageWriter(path + ".tmp", token_dtype)
       self.stats[split] = {"counts": [], "lengths": [],
                            "tokens": np.zeros(vocab_size, dtype=np.int64)}
     self.skips = corpus_lib.SkipLog()
@@ -230,7 +228,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   if not 0.0 <= eval_fraction < 1.0:
     raise PrepareError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
   tokenizer = load_tokenizer(tokenizer_path, lowercase=lowercase)
-  token_dtype = records.token_dtype_for(tokenizer.vocab_size)
+  token_dtype = records.token_dtype_for(tokenizer.vocab_size, word_segmenter is not None)
   if word_segmenter is not None:
     word_segmentation.load_segmenter(word_segmenter)  # Fails here, before any work.
   if inputs is not None:
@@ -292,8 +290,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
         ordinal += len(batch)
         bar.update(len(batch), num_bytes)
         continue
-      writer = _UnitWriter(output_dir, unit, tokenizer.vocab_size, token_dtype,
-                           word_segmenter is not None)
+      writer = _UnitWriter(output_dir, unit, tokenizer.vocab_size, token_dtype)
       tasks = [([(d.source, d.sentences) for d in batch[i:i + _DOCS_PER_TASK]],
                 max_sentence_tokens, token_dtype)
                for i in range(0, len(batch), _DOCS_PER_TASK)]

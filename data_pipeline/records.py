@@ -14,11 +14,10 @@ Coordinates: the tokens of a split (its shards in manifest order) form one strea
 coordinate is its offset in that stream. `TokenReader` maps coordinates to tokens.
 
 Word starts (Chinese whole-word masking, word_segmentation.py): a dataset prepared with a
-word segmenter stores one "starts a word" bit per token in the same page, after the tokens
-(a page is then `page_tokens` tokens, the last page zero-padded, plus `page_tokens / 8`
-bytes of bits), so the loader reads them with the tokens at no extra seek. A reader asked
-for them returns int32 tokens with the bit at WORD_START_BIT: they travel through pair
-assembly untouched and are split off before masking (`split_word_starts`).
+word segmenter stores each token's "starts a word" flag in the token's top bit (bit 15 of
+uint16 tokens, which then hold ids below 2**15, or bit 30 of int32 ones). The flags cost
+no extra bytes or reads; they travel through pair assembly with the ids, and the loader
+splits them off (`split_word_starts`) before masking.
 """
 from __future__ import annotations
 
@@ -37,45 +36,48 @@ RECORD_OPTIONS = "group_size:1,uncompressed"
 READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"
 
 
-WORD_START_BIT = 30  # Vocabularies stay far below 2**30 ids.
-_TOKEN_MASK = (1 << WORD_START_BIT) - 1
+def token_dtype_for(vocab_size: int, word_starts: bool = False) -> np.dtype:
+  """uint16 when every id (and the word-start bit, if stored) fits, else int32."""
+  limit = 1 << 15 if word_starts else np.iinfo(np.uint16).max + 1
+  return np.dtype(np.uint16) if vocab_size <= limit else np.dtype(np.int32)
 
 
-def split_word_starts(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """int32 ids carrying WORD_START_BIT -> (ids, bool word starts), same shape."""
-  return ids & _TOKEN_MASK, (ids >> WORD_START_BIT).astype(bool)
+def word_start_bit(token_dtype) -> int:
+  """The bit of a stored token that holds its word-start flag."""
+  return 15 if np.dtype(token_dtype) == np.uint16 else 30
 
 
-def token_dtype_for(vocab_size: int) -> np.dtype:
-  return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+def split_word_starts(ids: np.ndarray, token_dtype) -> tuple[np.ndarray, np.ndarray]:
+  """Stored tokens (any integer array, e.g. assembled int32 rows) -> (ids, bool starts)."""
+  bit = word_start_bit(token_dtype)
+  ids = np.asarray(ids)
+  return ids & ((1 << bit) - 1), (ids >> bit).astype(bool)
 
 
 class PageWriter:
   """Appends documents' tokens to a shard, one array_record record per full page."""
 
-  def __init__(self, path: str, token_dtype: np.dtype, page_tokens: int = PAGE_TOKENS,
-               word_starts: bool = False):
+  def __init__(self, path: str, token_dtype: np.dtype, page_tokens: int = PAGE_TOKENS):
     from array_record.python.array_record_module import ArrayRecordWriter
-    if word_starts and page_tokens % 8:
-      raise ValueError(f"page_tokens={page_tokens} must be a multiple of 8 to carry word starts")
     self._writer = ArrayRecordWriter(path, RECORD_OPTIONS)
     self._dtype = np.dtype(token_dtype)
     self._page_tokens = page_tokens
-    self._word_starts = word_starts
     self._pending: list[np.ndarray] = []
-    self._pending_starts: list[np.ndarray] = []
     self._pending_tokens = 0
     self.num_tokens = 0
 
   def write(self, tokens: np.ndarray, word_starts: np.ndarray | None = None) -> None:
-    """Appends one document's tokens (and, for a word-start shard, its bool flags)."""
-    if self._word_starts != (word_starts is not None):
-      raise ValueError("word starts must be given exactly when the shard carries them")
-    self._pending.append(np.asarray(tokens, dtype=self._dtype))
+    """Appends one document's tokens; `word_starts` (bool per token) go into their top bit."""
+    tokens = np.asarray(tokens, dtype=self._dtype)
     if word_starts is not None:
       if len(word_starts) != len(tokens):
         raise ValueError(f"{len(word_starts)} word-start flags for {len(tokens)} tokens")
-      self._pending_starts.append(np.asarray(word_starts, dtype=bool))
+      bit = word_start_bit(self._dtype)
+      if len(tokens) and int(tokens.max()) >> bit:
+        raise ValueError(f"token id {int(tokens.max())} does not leave bit {bit} free for "
+                         f"word starts")
+      tokens = tokens | (np.asarray(word_starts, self._dtype) << self._dtype.type(bit))
+    self._pending.append(tokens)
     self._pending_tokens += len(tokens)
     self.num_tokens += len(tokens)
     if self._pending_tokens >= self._page_tokens:
@@ -83,21 +85,11 @@ class PageWriter:
 
   def _flush(self, final: bool) -> None:
     stream = np.concatenate(self._pending) if self._pending else np.zeros(0, self._dtype)
-    starts = (np.concatenate(self._pending_starts) if self._pending_starts
-              else np.zeros(0, bool))
     full = len(stream) if final else len(stream) - len(stream) % self._page_tokens
     for start in range(0, full, self._page_tokens):
-      page = stream[start:start + self._page_tokens]
-      if self._word_starts:
-        bits = np.zeros(self._page_tokens, bool)
-        bits[:len(page)] = starts[start:start + len(page)]
-        page = np.pad(page, (0, self._page_tokens - len(page)))
-        self._writer.write(page.tobytes() + np.packbits(bits).tobytes())
-      else:
-        self._writer.write(page.tobytes())
+      self._writer.write(stream[start:start + self._page_tokens].tobytes())
     rest = stream[full:]
     self._pending = [rest] if len(rest) else []
-    self._pending_starts = [starts[full:]] if len(rest) and self._word_starts else []
     self._pending_tokens = len(rest)
 
   def close(self) -> None:
@@ -112,14 +104,7 @@ class TokenReader:
   """
 
   def __init__(self, paths: Sequence[str], tokens_per_shard: Sequence[int], token_dtype: str,
-               page_tokens: int, stored_word_starts: bool = False,
-               read_word_starts: bool = False):
-    """`stored_word_starts`: the pages carry word-start bits; `read_word_starts`: return
-    them (in int32 tokens, at WORD_START_BIT)."""
-    if read_word_starts and not stored_word_starts:
-      raise ValueError("word starts asked for, but the shards do not carry them")
-    self.stored_word_starts = stored_word_starts
-    self.read_word_starts = read_word_starts
+               page_tokens: int):
     self.paths = list(paths)
     self.token_dtype = np.dtype(token_dtype)
     self.page_tokens = int(page_tokens)
@@ -170,15 +155,6 @@ class TokenReader:
   def _read_pages(self, pages: np.ndarray) -> np.ndarray:
     """[len(pages), page_tokens] tokens of the (sorted, unique) global page numbers."""
     size = self.page_tokens * self.token_dtype.itemsize
-    if self.stored_word_starts:
-      return self._read_pages_with_starts(pages, size)
-    chunks = self._page_records(pages)
-    data = b"".join(chunks)
-    if len(data) != size * len(pages):  # A shard's last page is short: pad it.
-      data = b"".join(c.ljust(size, b"\0") for c in chunks)
-    return np.frombuffer(data, dtype=self.token_dtype).reshape(len(pages), self.page_tokens)
-
-  def _page_records(self, pages: np.ndarray) -> list[bytes]:
     shard = np.searchsorted(self.shard_first_page, pages, side="right") - 1
     bounds = np.flatnonzero(np.diff(shard, prepend=-1, append=-1))  # pages are sorted
     chunks = []
@@ -188,17 +164,10 @@ class TokenReader:
       for page in (pages[lo:hi] - self.shard_first_page[s]).tolist():
         reader.seek(page)
         chunks.append(reader.read())
-    return chunks
-
-  def _read_pages_with_starts(self, pages: np.ndarray, size: int) -> np.ndarray:
-    # Fixed-size records: tokens (last page zero-padded), then the packed bits.
-    raw = np.frombuffer(b"".join(self._page_records(pages)), np.uint8).reshape(
-        len(pages), size + self.page_tokens // 8)
-    tokens = np.ascontiguousarray(raw[:, :size]).view(self.token_dtype)
-    if not self.read_word_starts:
-      return tokens
-    bits = np.unpackbits(raw[:, size:], axis=1).astype(np.int32)
-    return tokens.astype(np.int32) | (bits << WORD_START_BIT)
+    data = b"".join(chunks)
+    if len(data) != size * len(pages):  # A shard's last page is short: pad it.
+      data = b"".join(c.ljust(size, b"\0") for c in chunks)
+    return np.frombuffer(data, dtype=self.token_dtype).reshape(len(pages), self.page_tokens)
 
 
 def write_index(path: str, sentence_counts: np.ndarray, sentence_lengths: np.ndarray,
