@@ -75,9 +75,10 @@ def _encode(flat: list[str]) -> list[tuple[list[int], np.ndarray | None]]:
   tokenizer, segment = _WORKER_TOKENIZER, _WORKER_SEGMENTER
   if segment is None:
     return [(ids, None) for ids in tokenizer.encode_batch(flat)]
-  table = tokenizer.word_start_table()
-  return [(ids, word_segmentation.word_start_flags(text, ids, spans, table, segment))
-          for text, (ids, spans) in zip(flat, tokenizer.encode_with_offsets(flat))]
+  encoded = tokenizer.encode_with_offsets(flat)
+  flags = word_segmentation.word_start_flags_batch(flat, encoded, tokenizer.word_start_table(),
+                                                   segment)
+  return [(ids, f) for (ids, _), f in zip(encoded, flags)]
 
 
 def _tokenize_task(task):

@@ -27,14 +27,25 @@ import dataclasses
 import re
 import unicodedata
 
+import numpy as np
+
 # Ideographs (the ranges google-research/bert's tokenizer treats as Chinese characters)
-# and Japanese kana.
-_CJK_LETTERS = ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df"
-                "\U0002a700-\U0002b73f\U0002b740-\U0002b81f\U0002b820-\U0002ceaf"
-                "\U0002f800-\U0002fa1f\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff65-\uff9f")
-# CJK Symbols and Punctuation (、。「」《》...) and the full-width forms (，！？（）：；);
-# and marks both scripts use (… — “ ” ‘ ’), CJK only next to a CJK character.
-_CJK_PUNCT = "\u3000-\u303f\uff01-\uff64\uffe0-\uffee"
+# and Japanese kana, as inclusive code point ranges.
+_CJK_LETTER_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF),
+                      (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+                      (0x2F800, 0x2FA1F), (0x3040, 0x309F), (0x30A0, 0x30FF), (0x31F0, 0x31FF),
+                      (0xFF65, 0xFF9F))
+# CJK Symbols and Punctuation (、。「」《》...) and the full-width forms (，！？（）：；).
+_CJK_PUNCT_RANGES = ((0x3000, 0x303F), (0xFF01, 0xFF64), (0xFFE0, 0xFFEE))
+
+
+def _char_class(ranges) -> str:
+  return "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in ranges)
+
+
+_CJK_LETTERS = _char_class(_CJK_LETTER_RANGES)
+_CJK_PUNCT = _char_class(_CJK_PUNCT_RANGES)
+# Marks both scripts use (… — “ ” ‘ ’): CJK only next to a CJK character.
 _SHARED_PUNCT = "\u2026\u2014\u201c\u201d\u2018\u2019"
 _CJK_LETTER_RE = re.compile(f"[{_CJK_LETTERS}]")
 _CJK_STRICT_RE = re.compile(f"[{_CJK_LETTERS}{_CJK_PUNCT}]")
@@ -68,6 +79,15 @@ def is_cjk(char: str) -> bool:
 def _joins_without_space(left: str, right: str) -> bool:
   return (bool(_CJK_ANY_RE.fullmatch(left)) and bool(_CJK_ANY_RE.fullmatch(right))
           and (is_cjk(left) or is_cjk(right)))
+
+
+def cjk_mask(text: str) -> np.ndarray:
+  """bool per character of `text`: `is_cjk` (ideograph, kana or CJK punctuation), vectorised."""
+  cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+  mask = np.zeros(len(cp), dtype=bool)
+  for lo, hi in _CJK_LETTER_RANGES + _CJK_PUNCT_RANGES:
+    mask |= (cp >= lo) & (cp <= hi)
+  return mask
 
 
 def count_cjk_letters(text: str) -> int:

@@ -45,31 +45,53 @@ def load_segmenter(name: str):
   return lambda text: list(jieba.cut(text, HMM=True))
 
 
-def word_boundaries(words: Sequence[str]) -> np.ndarray:
-  """Character offsets where the segmenter's words start (bool[len(text) + 1])."""
-  lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
-  starts = np.zeros(int(lengths.sum()) + 1, dtype=bool)
-  starts[np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(words) else [0]] = True
-  return starts
+# Python's str.isspace() code points.
+_SPACES = np.array([*range(9, 14), *range(28, 33), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+                    0x2028, 0x2029, 0x202F, 0x205F, 0x3000], dtype=np.uint32)
 
 
 def word_start_flags(text: str, ids: Sequence[int], spans: Sequence[tuple[int, int]],
                      tokenizer_starts: np.ndarray, segment) -> np.ndarray:
-  """bool per token of `text` (ids with their character spans): does it start a word?"""
-  boundary = word_boundaries(segment(text))
-  if len(boundary) != len(text) + 1:
-    raise ValueError("the word segmenter's words do not add up to the text")
-  flags = np.zeros(len(ids), dtype=bool)
-  previous_bare = False
-  for i, (token_id, (start, end)) in enumerate(zip(ids, spans)):
-    first = text[start] if end > start and start < len(text) else ""
-    if first and text_scripts.is_cjk(first):
-      flag = bool(boundary[start])
-    else:
-      flag = bool(tokenizer_starts[token_id]) or (
-          start > 0 and text_scripts.is_cjk(text[start - 1]))
-    if previous_bare:
-      flag = False
-    flags[i] = flag
-    previous_bare = not text[start:end].strip() and bool(tokenizer_starts[token_id])
-  return flags
+  """bool per token of `text` (ids with their [start, end) character spans): does it start
+  a word? The rules are in the module docstring."""
+  return word_start_flags_batch([text], [(ids, spans)], tokenizer_starts, segment)[0]
+
+
+def word_start_flags_batch(texts: Sequence[str], encoded, tokenizer_starts: np.ndarray,
+                           segment) -> list[np.ndarray]:
+  """`word_start_flags` for many texts at once ([(ids, spans)] per text), vectorised over
+  all of them: sentences are short, and per-sentence NumPy calls would cost more than the
+  work."""
+  text = "".join(texts)
+  sent_start = np.concatenate([[0], np.cumsum([len(t) for t in texts])]).astype(np.int64)
+  word_lengths = []
+  for t in texts:
+    words = [len(w) for w in segment(t)]
+    if sum(words) != len(t):
+      raise ValueError(f"the word segmenter's words do not add up to the text {t[:40]!r}")
+    word_lengths.extend(words)
+  boundary = np.zeros(len(text) + 1, dtype=bool)
+  boundary[np.concatenate([[0], np.cumsum(word_lengths)]).astype(np.int64)] = True
+  cjk = np.append(text_scripts.cjk_mask(text), False)  # index len(text): past the end
+  cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+  visible = np.concatenate([[0], np.cumsum(~np.isin(cp, _SPACES))])
+
+  counts = [len(ids) for ids, _ in encoded]
+  if not sum(counts):
+    return [np.zeros(0, dtype=bool) for _ in counts]
+  sentence = np.repeat(np.arange(len(texts)), counts)
+  base = sent_start[sentence]
+  span = np.concatenate([np.asarray(spans, np.int64).reshape(-1, 2) for _, spans in encoded])
+  start = np.minimum(span[:, 0] + base, sent_start[sentence + 1])
+  end = np.maximum(span[:, 1] + base, start)
+  ids = np.concatenate([np.asarray(ids, np.int64) for ids, _ in encoded])
+  tok_start = np.asarray(tokenizer_starts, dtype=bool)[ids]
+  own = visible[end] > visible[start]  # the token has characters of its own
+  first_cjk = (end > start) & cjk[start]
+  after_cjk = (start > base) & cjk[np.maximum(start - 1, 0)]
+  flags = np.where(first_cjk, boundary[start], tok_start | after_cjk)
+  bare = ~own & tok_start
+  follows_bare = np.zeros_like(flags)
+  follows_bare[1:] = bare[:-1] & (sentence[1:] == sentence[:-1])
+  flags &= ~follows_bare
+  return np.split(flags, np.cumsum(counts)[:-1])
