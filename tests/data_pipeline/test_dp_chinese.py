@@ -264,3 +264,28 @@ def test_missing_segmenter_names_the_extra(tmp_path, chinese, monkeypatch):
     prepare_lib.prepare(str(tmp_path / "d"), chinese["vocab"], inputs=chinese["corpus"],
                         text_format="paragraphs", progress=False, word_segmenter="jieba")
   assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_exported_chinese_tokenizers_load_in_auto_tokenizer_with_equal_ids(tmp_path, chinese,
+                                                                           kind):
+  """What launch.export writes for the tokenizer (hf_tokenizer.export_tokenizer) loads in
+  AutoTokenizer and gives our ids on Chinese, Japanese and mixed text."""
+  from transformers import AutoTokenizer
+  from data_pipeline import hf_tokenizer
+  if kind == "wordpiece":
+    path = chinese["vocab"]
+  else:
+    sentences = [s for d in chinese["docs"] for s in d] + MIXED
+    path = tokenizers.train_sentencepiece(sentences, str(tmp_path / "spm"), vocab_size=600)
+    assert tokenizers.read_tokenizer_manifest(str(tmp_path / "spm"))["character_coverage"] \
+        == 0.9995
+  ours = tokenizers.load_tokenizer(path)
+  hf_tokenizer.export_tokenizer(ours, str(tmp_path / "hf"))
+  hf = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  texts = MIXED + ["罕见字：龘靐齉。", "全角ＡＢＣ１２３，半角ABC123."]
+  for text in texts:
+    assert hf(text, add_special_tokens=False)["input_ids"] == ours.encode(text), text
+  pair = hf(texts[0], texts[1])
+  assert pair["input_ids"] == ([ours.cls_id] + ours.encode(texts[0]) + [ours.sep_id]
+                               + ours.encode(texts[1]) + [ours.sep_id])
