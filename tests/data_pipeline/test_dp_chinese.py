@@ -289,3 +289,25 @@ def test_exported_chinese_tokenizers_load_in_auto_tokenizer_with_equal_ids(tmp_p
   pair = hf(texts[0], texts[1])
   assert pair["input_ids"] == ([ours.cls_id] + ours.encode(texts[0]) + [ours.sep_id]
                                + ours.encode(texts[1]) + [ours.sep_id])
+
+
+def test_launchers_take_the_encoding_wordpiece_and_segmenter_flags(tmp_path, chinese):
+  gb = write_paragraph_corpus(str(tmp_path / "gb.txt"), chinese["docs"][:8], encoding="gb18030")
+  run = lambda module, *flags: subprocess.run(
+      [sys.executable, "-m", module, *flags], cwd=REPO, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ))
+  tok_flags = [f"--input={gb}", "--text_format=paragraphs", "--model_type=wordpiece",
+               "--vocab_size=500", f"--output_dir={tmp_path / 'tok'}"]
+  bad = run("launch.train_tokenizer", *tok_flags)
+  assert bad.returncode != 0 and "gb.txt:1: not valid utf-8" in bad.stderr, bad.stderr[-800:]
+  assert "--encoding" in bad.stderr
+  good = run("launch.train_tokenizer", *tok_flags, "--encoding=gb18030")
+  assert good.returncode == 0, good.stderr[-2000:]
+  assert (tmp_path / "tok" / "vocab.txt").exists() and "cjk_fraction=0.8" in good.stdout
+  prep = run("launch.prepare_data", f"--input={gb}", "--text_format=paragraphs",
+             "--encoding=gb18030", f"--tokenizer={tmp_path / 'tok'}", "--word_segmenter=jieba",
+             f"--output_dir={tmp_path / 'data'}", "--eval_fraction=0")
+  assert prep.returncode == 0, prep.stderr[-2000:]
+  summary = json.loads(prep.stdout.strip().splitlines()[-1])
+  assert summary["word_starts"] == "jieba" and summary["unk_rate"] < 0.01
+  assert summary["splits"]["train"]["sentences"] > 8 * 30
