@@ -22,7 +22,6 @@ import dataclasses
 import glob
 import gzip
 import os
-import re
 from collections.abc import Iterator, Sequence
 
 from data_pipeline import text_scripts
@@ -156,7 +155,7 @@ def check_encoding(encoding: str) -> str:
   except LookupError:
     raise CorpusError(f"encoding={encoding!r} is not a text encoding Python knows (e.g. "
                       f"utf-8, gb18030, gbk, big5, shift_jis, euc-kr)") from None
-  if "\n".encode(codec.name) != b"\n":
+  if not "a\n".encode(codec.name).endswith(b"a\n"):
     # Lines are found in the raw bytes (so that a bad line can be named and skipped), which
     # needs an encoding where byte 0x0A is always a newline: not UTF-16/32.
     raise CorpusError(f"encoding={encoding!r} is not ASCII-compatible; convert the corpus "

@@ -11,8 +11,8 @@ units. Memory is bounded by one unit plus a fixed window of in-flight worker tas
 Text rules (sentence splitting, line joining, NFKC; text_scripts.py) and the input
 encoding are settings of the dataset. With `word_segmenter="jieba"` each token also gets a
 "starts a word" flag from a Chinese word segmenter (word_segmentation.py), stored in the
-token's top bit (records.py), for Chinese whole-word masking. The manifest counts the [UNK] rate; above
-UNK_RATE_WARNING a warning says the vocabulary does not fit the text.
+token's top bit (records.py), for Chinese whole-word masking. The manifest counts the
+[UNK] rate; above UNK_RATE_WARNING a warning says the vocabulary does not fit the text.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from data_pipeline.tokenizers import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "bert-jax-tokenized-documents"
-# 3: optional word-start bits in the pages; 2: token pages (records.py); 1: one record per
+# 3: optional word-start bits in the tokens, text rules; 2: token pages (records.py); 1: one record per
 # document.
 FORMAT_VERSION = 3
 UNK_RATE_WARNING = 0.01
@@ -94,18 +94,18 @@ def _tokenize_task(task):
       if not ids:
         skips.add("sentence_empty_after_tokenization", source)
         continue
-      if flags is None:
-        flags = np.zeros(len(ids), bool)
       if len(ids) > max_sentence_tokens:
         # A very long "sentence" (a paragraph without punctuation, a table) would always be
         # truncated to one sequence; splitting it keeps its text usable.
         skips.add("note_long_sentence_split", source)
         for i in range(0, len(ids), max_sentence_tokens):
           pieces.append(np.asarray(ids[i:i + max_sentence_tokens]))
-          starts.append(flags[i:i + max_sentence_tokens])
+          if flags is not None:
+            starts.append(flags[i:i + max_sentence_tokens])
       else:
         pieces.append(np.asarray(ids))
-        starts.append(flags)
+        if flags is not None:
+          starts.append(flags)
     k += len(sentences)
     if not pieces:
       skips.add("document_empty_after_tokenization", source)
@@ -114,7 +114,7 @@ def _tokenize_task(task):
     if len(pieces) == 1:
       skips.add("note_one_sentence_document", source)  # Kept: usable with a random B.
     lengths = np.array([len(p) for p in pieces], dtype=np.int32)
-    word_starts = np.concatenate(starts) if _WORKER_SEGMENTER is not None else None
+    word_starts = np.concatenate(starts) if starts else None
     out.append((np.concatenate(pieces).astype(token_dtype), lengths, word_starts))
   return out, skips.to_json()
 
@@ -379,7 +379,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
       "vocab_size": tokenizer.vocab_size, **tokenizer.special_ids,
       "token_dtype": token_dtype.name,
       "page_tokens": records.PAGE_TOKENS,
-      # Who segmented words for the per-token word-start bits in the pages (None: no bits).
+      # Who segmented words for the tokens' word-start bits (None: the tokens carry none).
       "word_starts": settings["word_segmenter"],
       "unk_rate": (sum(s["unk_tokens"] for s in splits.values())
                    / max(sum(s["tokens"] for s in splits.values()), 1)),
