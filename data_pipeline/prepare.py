@@ -36,8 +36,8 @@ from data_pipeline.tokenizers import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "bert-jax-tokenized-documents"
-# 3: optional word-start bits in the tokens, text rules; 2: token pages (records.py); 1: one record per
-# document.
+# 3: optional word-start bits in the tokens, text rules, [UNK] rate; 2: token pages
+# (records.py); 1: one record per document.
 FORMAT_VERSION = 3
 UNK_RATE_WARNING = 0.01
 SPLITS = ("train", "eval")
