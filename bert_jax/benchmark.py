@@ -13,9 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import metrics as metrics_lib
-from bert_jax import model as model_lib
-from bert_jax import optim
+from bert_jax import flops as flops_lib
 from bert_jax import partitioning
 from bert_jax import synthetic
 from bert_jax import train
@@ -27,13 +25,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
   unknown), flops_per_seq, peak_flops, backend, device_kind, num_devices, ..."""
   if steps <= 0 or warmup_steps < 1:
     raise ValueError(f"steps={steps} must be positive and warmup_steps={warmup_steps} >= 1")
-  train.validate_config(config)
-  mesh = train.make_mesh(config)
-  train.check_batch_fits_mesh(config, mesh)
-  model = model_lib.BertForPreTraining(train.model_config_from(config))
-  tx, schedule = optim.optimizer_from_config(config)
-  state, shardings = train.create_train_state(config, model, tx, mesh)
-  compiled = train.compile_steps(config, model, tx, schedule, mesh, shardings)
+  job = train.setup(config)
+  mesh, model, compiled = job.mesh, job.model, job.steps
+  state = job.init_state()
 
   rng = np.random.default_rng(config.seed)
   local_batch = config.global_batch_size // jax.process_count()
@@ -55,9 +49,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
   loss = float(m["loss"])
 
   devices = list(mesh.devices.flat)
-  flops = metrics_lib.train_flops_per_sequence(
+  flops = flops_lib.train_flops_per_sequence(
       model.config, config.max_seq_length, config.max_predictions_per_seq)
-  peak, peak_source = metrics_lib.system_peak_flops(devices, config.model.dtype)
+  peak, peak_source = flops_lib.system_peak_flops(devices, config.model.dtype)
   seq_per_sec = config.global_batch_size / step_time
   return dict(
       preset=config.preset,
@@ -69,7 +63,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
       seq_per_sec=seq_per_sec,
       tokens_per_sec=seq_per_sec * config.max_seq_length,
       step_time_s=step_time,
-      mfu=metrics_lib.mfu(seq_per_sec * flops, peak),
+      mfu=flops_lib.mfu(seq_per_sec * flops, peak),
       flops_per_seq=flops,
       peak_flops=peak,
       peak_source=peak_source,

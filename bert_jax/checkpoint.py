@@ -1,5 +1,9 @@
 """Checkpoints of whole runs: Orbax, asynchronous, exact to resume, restorable on any mesh.
 
+This module: the checkpoint manager (`Checkpointer`), the start-up precedence and the
+loop's save hook. Reading parameters from elsewhere (`config.init_from`, exports):
+`init_from.py`; SIGTERM handling: `preemption.py`; rewinding metrics.jsonl: `metrics.py`.
+
 Where a run starts -- the one place this order is decided (`restore_or_initialize`):
 
   1. the latest *complete* checkpoint in WORKDIR/checkpoints: the whole run resumes
@@ -32,8 +36,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -41,6 +43,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from bert_jax import init_from as init_from_lib
+from bert_jax import preemption as preemption_lib
+from bert_jax import tree as tree_lib
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 DAMAGED_SUBDIR = "checkpoints_damaged"
@@ -54,15 +60,6 @@ class CheckpointError(ValueError):
 
 class IncompatibleCheckpointError(CheckpointError):
   """A checkpoint of another model shape, vocabulary or optimizer."""
-
-
-class Preempted(Exception):
-  """Raised at the step boundary after the preemption checkpoint is committed."""
-
-  def __init__(self, step: int, directory: str):
-    super().__init__(f"preempted: checkpoint of step {step} saved in {directory}")
-    self.step = step
-    self.directory = directory
 
 
 def check_config(config) -> None:
@@ -129,19 +126,6 @@ class HostJsonRestore(ocp.args.CheckpointArgs):
 
 # ---------------------------------------------------------------------------
 # Trees
-
-
-def _key_name(k) -> str:
-  for attr in ("name", "key", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def flatten_with_names(tree: Any) -> dict[str, Any]:
-  """{'params/bert/...': leaf}: one naming for TrainStates, dicts and Orbax metadata."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
 
 
 def abstract_of(tree: Any, shardings: Any) -> Any:
@@ -253,8 +237,8 @@ class Checkpointer:
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises IncompatibleCheckpointError listing every array whose shape or dtype
     differs from `abstract_state` (or that one side lacks)."""
-    saved = flatten_with_names(self._manager.item_metadata(step)[STATE])
-    lines = mismatches(saved, flatten_with_names(abstract_state), check_dtype=True)
+    saved = tree_lib.flatten_with_names(self._manager.item_metadata(step)[STATE])
+    lines = mismatches(saved, tree_lib.flatten_with_names(abstract_state), check_dtype=True)
     if lines:
       raise _incompatible(
           f"checkpoint {self.step_path(step)}", lines,
@@ -328,133 +312,6 @@ class Checkpointer:
 
 
 # ---------------------------------------------------------------------------
-# init_from: parameters only
-
-
-def _is_step_dir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, STATE)) and os.path.basename(path.rstrip("/")).isdigit()
-
-
-def resolve_our_checkpoint(path: str) -> tuple[str, int] | None:
-  """(checkpoints directory, step) for a workdir, a checkpoints/ directory or a step
-  directory of ours; None when `path` is none of these."""
-  path = os.path.abspath(path)
-  if _is_step_dir(path):
-    return os.path.dirname(path), int(os.path.basename(path))
-  for directory in (os.path.join(path, CHECKPOINTS_SUBDIR), path):
-    if os.path.isdir(directory):
-      steps = sorted(int(d) for d in os.listdir(directory) if _is_step_dir(os.path.join(directory, d)))
-      if steps:
-        return directory, steps[-1]
-  return None
-
-
-def load_params(path: str, abstract_params: Any) -> tuple[Any, str]:
-  """Parameters of one of our checkpoints, placed on `abstract_params`' shardings.
-
-  Returns (params, the step directory read). Only the `params` subtree is read: the
-  optimizer state of the source run may be of another optimizer. Shapes must match.
-  """
-  found = resolve_our_checkpoint(path)
-  if found is None:
-    raise CheckpointError(f"{path}: not one of our checkpoints (no {CHECKPOINTS_SUBDIR}/<step>/"
-                          f"{STATE}) and not a Hugging Face directory (no config.json)")
-  directory, step = found
-  step_dir = os.path.join(directory, str(step))
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    metadata = checkpointer.metadata(os.path.join(step_dir, STATE))
-    saved = flatten_with_names(getattr(metadata, "item_metadata", metadata)["params"])
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: {e})") from e
-  lines = mismatches(saved, flatten_with_names(abstract_params), check_dtype=False)
-  if lines:
-    raise _incompatible(f"checkpoint {step_dir} (config.init_from)", lines,
-                        "Set the model fields (--config.model.*) to those of that checkpoint.")
-  target = {"params": abstract_params}
-  restored = checkpointer.restore(os.path.join(step_dir, STATE), args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return restored["params"], step_dir
-
-
-def load_hf_params(path: str, model_config: Any, abstract_params: Any,
-                   fresh_params: Any) -> Any:
-  """Parameters of a Hugging Face BERT directory on `abstract_params`' shardings.
-
-  Its config.json must describe this run's model (every architecture field equal).
-  Groups a bare BertModel lacks (the pretraining heads, the pooler) keep their fresh
-  initialisation from `fresh_params`, and are named in a warning.
-  """
-  from bert_jax import interop  # pylint: disable=import-outside-toplevel
-  runtime = {f: getattr(model_config, f) for f in
-             ("dtype", "param_dtype", "attention_impl", "remat_policy", "scan_layers")}
-  hf_config, params, report = interop.load_hf_with_report(path, **runtime)
-  different = [f"{f}: {path} has {getattr(hf_config, f)!r}, this run {getattr(model_config, f)!r}"
-               for f in interop._CONFIG_FIELDS  # pylint: disable=protected-access
-               if getattr(hf_config, f) != getattr(model_config, f)
-               and not f.endswith("dropout_prob")]
-  if different:
-    raise IncompatibleCheckpointError(
-        f"{path}/config.json does not describe this run's model ({len(different)} field(s)):\n  "
-        + "\n  ".join(different) + "\nSet --config.model.* to the checkpoint's values.")
-  loaded = flatten_with_names(params)
-  expected = flatten_with_names(abstract_params)
-  lines = [line for line in mismatches(loaded, expected, check_dtype=False)
-           if "missing from the checkpoint" not in line]
-  if lines:
-    raise _incompatible(f"{path} (config.init_from)", lines, "")
-  if report.absent:
-    logging.warning("%s: absent from the checkpoint, freshly initialised: %s", path,
-                    ", ".join(report.absent))
-    print(f"init_from {path}: {', '.join(report.absent)} absent there, freshly initialised",
-          flush=True)
-  fresh = flatten_with_names(fresh_params)
-  shardings = flatten_with_names(jax.tree.map(lambda a: a.sharding, abstract_params))
-  merged = {name: (jax.device_put(np.asarray(loaded[name], dtype=expected[name].dtype),
-                                  shardings[name]) if name in loaded else fresh[name])
-            for name in expected}
-  treedef = jax.tree.structure(abstract_params)
-  return jax.tree.unflatten(treedef, [merged[n] for n in flatten_with_names(abstract_params)])
-
-
-def read_checkpoint(path: str, step: int | None = None) -> tuple[str, dict, Any]:
-  """(step directory, meta, params as host NumPy arrays) of one of our checkpoints.
-
-  `path` is a workdir, its checkpoints/ directory or a step directory; `step`
-  picks one (default: the latest). Reads on the host, so a checkpoint saved on any
-  mesh (or any number of hosts) loads here.
-  """
-  found = resolve_our_checkpoint(path)
-  if found is None:
-    raise CheckpointError(f"{path}: no checkpoint found (expected {CHECKPOINTS_SUBDIR}/<step>/"
-                          f"{STATE})")
-  directory, latest = found
-  step = latest if step is None else int(step)
-  step_dir = os.path.join(directory, str(step))
-  if not _is_step_dir(step_dir):
-    available = sorted(int(d) for d in os.listdir(directory) if _is_step_dir(os.path.join(directory, d)))
-    raise CheckpointError(f"{directory}: no checkpoint of step {step}; available: {available}")
-  try:
-    with open(os.path.join(step_dir, META, "metadata")) as f:
-      meta = json.load(f)
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(os.path.join(step_dir, STATE))
-    params_meta = getattr(metadata, "item_metadata", metadata)["params"]
-    target = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
-    restored = checkpointer.restore(os.path.join(step_dir, STATE), args=ocp.args.PyTreeRestore(
-        item={"params": params_meta}, restore_args={"params": target}, partial_restore=True))
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
-  return step_dir, meta, restored["params"]
-
-
-def is_hf_directory(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json"))
-
-
-# ---------------------------------------------------------------------------
 # Precedence
 
 
@@ -486,98 +343,20 @@ def restore_or_initialize(checkpointer: Checkpointer, *, abstract_state: Any,
   state = init_state()
   if not init_from:
     return Start(state=state, source="fresh", path=None, data_state=None, meta=None)
-  if is_hf_directory(init_from):
-    params = load_hf_params(init_from, model_config, abstract_state.params, state.params)
-    where = init_from
-  else:
-    params, where = load_params(init_from, abstract_state.params)
+  params, where = init_from_lib.load(init_from, model_config, abstract_state.params,
+                                     state.params)
   logging.info("initialised the parameters from %s (fresh optimizer)", where)
   return Start(state=state.replace(params=params), source="init_from", path=where,
                data_state=None, meta=None)
 
 
 # ---------------------------------------------------------------------------
-# Preemption
-
-
-class PreemptionWatcher:
-  """Says at a step boundary whether the run was asked to stop (SIGTERM).
-
-  One process: a SIGTERM handler sets a flag. Several processes with JAX's
-  distributed runtime: its preemption service receives the signal and
-  `reached_preemption_sync_point(step)` makes every host agree on the step to save.
-  Use as a context manager: the previous handler is restored on exit.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    self._sync = False
-
-  def __enter__(self):
-    from jax._src import distributed  # pylint: disable=import-outside-toplevel
-    self._sync = (jax.process_count() > 1
-                  and getattr(distributed.global_state, "preemption_sync_manager", None) is not None)
-    if not self._sync and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-    return self
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
-
-  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
-    # Only a flag: the step in flight finishes and the loop saves at its boundary.
-    self._flag.set()
-    print("SIGTERM received: saving a checkpoint at the end of this step, then exiting",
-          flush=True)
-
-  def request(self) -> None:
-    """As if SIGTERM had arrived (tests, schedulers with their own notice)."""
-    self._flag.set()
-
-  def reached(self, step: int) -> bool:
-    if self._sync:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      return bool(multihost_utils.reached_preemption_sync_point(step))
-    return self._flag.is_set()
-
-
-# ---------------------------------------------------------------------------
 # The loop's side
-
-
-def rewind_metrics(workdir: str, step: int, filename: str = "metrics.jsonl") -> int:
-  """Drops metrics records of steps after `step` (written by a run that died before
-  its next checkpoint committed) and a torn last line; returns how many were dropped.
-  The resumed run writes those steps again, so the file reads as one run."""
-  path = os.path.join(workdir, filename)
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return 0
-  kept, dropped = [], 0
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-        keep = line.endswith("\n") and int(record["step"]) <= step
-      except (ValueError, KeyError, TypeError):
-        keep = False
-      if keep:
-        kept.append(line)
-      else:
-        dropped += 1
-  if dropped:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
-  return dropped
 
 
 def make_step_hook(checkpointer: Checkpointer, *, every_steps: int, total_steps: int,
                    meta_fn: Callable[[], Mapping[str, Any]],
-                   preemption: PreemptionWatcher | None = None
+                   preemption: preemption_lib.PreemptionWatcher | None = None
                    ) -> Callable[[int, Any, Any], None]:
   """A `train_loop` step hook: saves every `every_steps`, at `total_steps` and at a
   preemption notice (then waits for the commit and raises `Preempted`).
@@ -593,6 +372,6 @@ def make_step_hook(checkpointer: Checkpointer, *, every_steps: int, total_steps:
     checkpointer.save(step, state, meta=meta_fn(), data_state=train_iter.get_state())
     if preempted:
       checkpointer.wait()
-      raise Preempted(step, checkpointer.step_path(step))
+      raise preemption_lib.Preempted(step, checkpointer.step_path(step))
 
   return hook

@@ -25,9 +25,11 @@ Outputs in `output_dir` (only process 0 writes):
   predictions.*         with `predict_file`: its predicted labels.
 (`.jsonl` for classification / regression, CoNLL `.conll` for NER.)
 
-The text side (reading files, tokenizing) comes from `data_pipeline`, imported
-inside the functions that need it: `import bert_jax.finetune` works without the
-text tooling, as `train.py` does for the pretraining loader.
+The loop names no task: the model side of a task (head, loss, row predictions,
+scoring, HF architecture, default metric) is a `bert_jax.tasks.Task`; the text side
+(reading files, encoding, aligning labels, decoding rows into examples, prediction
+files, the tokenizer and its export) is handed in by the caller (`run(cfg, text)`,
+`launch/finetune.py` passes the text package's `finetune_text`), so this module imports no text tooling.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import flax
 import flax.linen as nn
@@ -48,60 +50,71 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax import eval_metrics
+from bert_jax import batch as batch_lib
+from bert_jax import fileio
 from bert_jax import interop
 from bert_jax import lora
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
+from bert_jax import tasks as tasks_lib
+from bert_jax import tree as tree_lib
 
-TASKS = ("classification", "regression", "ner")
-# The fine-tuning batch contract's label for "no loss here" (non-first sub-tokens,
-# specials, padding); the same value as data_pipeline.finetune_data.IGNORE_INDEX.
-IGNORE_INDEX = -100
-DEFAULT_BEST_METRIC = {"classification": "accuracy", "regression": "pearson", "ner": "f1"}
+TASKS = tasks_lib.NAMES
 BEST_MODEL_DIR = "best_model"
 FINETUNE_META = "finetune.json"
-_ARCHITECTURES = {"classification": "BertForSequenceClassification",
-                  "regression": "BertForSequenceClassification",
-                  "ner": "BertForTokenClassification"}
+
+
+def _field(default, help_text: str, **kw):
+  """A FinetuneConfig field with the help text its command-line flag shows."""
+  return dataclasses.field(default=default, metadata={"help": help_text, **kw})
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
   """One fine-tuning run. Defaults are BERT's fine-tuning recipe."""
-  task: str
-  init_from: str                       # a Hugging Face BERT directory
-  output_dir: str
-  train_file: str | None = None        # None: evaluate / predict with init_from's head
-  eval_file: str | None = None
-  predict_file: str | None = None
-  text_column: str = "sentence"        # CSV/TSV/JSONL columns (classification, regression)
-  text_pair_column: str | None = None
-  label_column: str = "label"
-  tokens_key: str = "tokens"           # JSONL keys for NER
-  tags_key: str = "tags"
-  labels: tuple[str, ...] | None = None  # the label set; default: those of the train file
-  max_seq_length: int = 128
-  batch_size: int = 32
-  eval_batch_size: int = 64
-  learning_rate: float = 3e-5
-  num_epochs: int = 3
-  warmup_fraction: float = 0.1
-  weight_decay: float = 0.01
-  grad_clip_norm: float = 1.0
-  lora_rank: int = 0                   # 0: full fine-tuning
-  lora_alpha: float = 16.0
-  lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
-  metric_for_best: str | None = None   # default per task: DEFAULT_BEST_METRIC (higher is better)
-  mesh_shape: tuple[int, int, int] = (-1, 1, 1)  # data, fsdp, tensor: all devices data-parallel
-  dtype: str = "float32"
-  seed: int = 0
-  log_every_steps: int = 50
+  task: str = _field(None, "What to fine-tune for.", required=True, enum=TASKS)
+  init_from: str = _field(
+      None, "Hugging Face BERT directory: config.json, model.safetensors or "
+      "pytorch_model.bin, and vocab.txt (or a SentencePiece .model).", required=True)
+  output_dir: str = _field(None, "Where the best model, metrics and predictions go.",
+                           required=True)
+  train_file: str | None = _field(None, "CSV/TSV/JSONL, or CoNLL/JSONL for NER. None: "
+                                  "evaluate / predict with init_from's head.")
+  eval_file: str | None = _field(None, "Labelled evaluation file (same format).")
+  predict_file: str | None = _field(None, "Unlabelled input to label.")
+  text_column: str = _field("sentence", "Column of the (first) text.")
+  text_pair_column: str | None = _field(None, "Column of the second text, for pairs.")
+  label_column: str = _field("label", "Column of the label.")
+  tokens_key: str = _field("tokens", "NER JSONL: key of the tokens.")
+  tags_key: str = _field("tags", "NER JSONL: key of the tags.")
+  labels: tuple[str, ...] | None = _field(
+      None, "The label set, in id order (default: the sorted labels of the train file).")
+  max_seq_length: int = _field(128, "Tokens per sequence.")
+  batch_size: int = _field(32, "Global training batch size.")
+  eval_batch_size: int = _field(64, "Global eval batch.")
+  learning_rate: float = _field(3e-5, "Peak learning rate (BERT: 2e-5 to 5e-5; LoRA usually "
+                                "wants ~1e-4 to 1e-3).")
+  num_epochs: int = _field(3, "Training epochs.")
+  warmup_fraction: float = _field(0.1, "Warmup share of the steps.")
+  weight_decay: float = _field(0.01, "AdamW weight decay.")
+  grad_clip_norm: float = _field(1.0, "Global gradient-norm clipping.")
+  lora_rank: int = _field(0, "LoRA rank; 0 = full fine-tuning.")
+  lora_alpha: float = _field(16.0, "LoRA scale numerator (scale = alpha / rank).")
+  lora_targets: tuple[str, ...] = _field(lora.DEFAULT_TARGETS, "Kernels LoRA adapts.")
+  metric_for_best: str | None = _field(
+      None, "Eval metric that picks the best epoch (default: the task's; higher is better).")
+  mesh_shape: tuple[int, ...] = _field((-1, 1, 1), "data,fsdp,tensor mesh shape (default: "
+                                       "all devices data-parallel).")
+  dtype: str = _field("float32", "Compute dtype.", enum=("float32", "bfloat16"))
+  seed: int = _field(0, "Seed of the head init, order and dropout.")
+  log_every_steps: int = _field(50, "Progress interval.")
 
   def validate(self) -> None:
-    if self.task not in TASKS:
-      raise ValueError(f"task={self.task!r}: expected one of {TASKS}")
+    for name in ("task", "init_from", "output_dir"):
+      if not getattr(self, name):
+        raise ValueError(f"{name} is required")
+    task = tasks_lib.get(self.task)
     if self.train_file is None and self.eval_file is None and self.predict_file is None:
       raise ValueError("nothing to do: give a train_file (with an eval_file), an eval_file or a "
                        "predict_file")
@@ -118,72 +131,58 @@ class FinetuneConfig:
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank={self.lora_rank}: must be >= 0")
     metric = self.best_metric
-    allowed = {"classification": ("accuracy", "f1", "f1_macro", "mcc"),
-               "regression": ("pearson", "spearman", "corr"),
-               "ner": ("f1", "precision", "recall", "token_accuracy")}[self.task]
-    if metric not in allowed:
-      raise ValueError(f"metric_for_best={metric!r}: for task={self.task} choose one of {allowed}")
+    if metric not in task.metric_names:
+      raise ValueError(f"metric_for_best={metric!r}: for task={self.task} choose one of "
+                       f"{task.metric_names}")
 
   @property
   def best_metric(self) -> str:
-    return self.metric_for_best or DEFAULT_BEST_METRIC[self.task]
+    return self.metric_for_best or tasks_lib.get(self.task).default_metric
+
+  def text_options(self) -> dict:
+    """The reading options the text side takes (the text package's `finetune_text`)."""
+    return dict(text_column=self.text_column, text_pair_column=self.text_pair_column,
+                label_column=self.label_column, tokens_key=self.tokens_key,
+                tags_key=self.tags_key)
+
+
+class TextSide(Protocol):
+  """The text side of a task, handed to `run` (see `launch/finetune.py`):
+  tokenizer, reading, encoding, decoding rows into examples, prediction files."""
+
+  def load_tokenizer(self, directory: str) -> Any: ...
+  def export_tokenizer(self, tokenizer, directory: str, model_max_length: int) -> None: ...
+  def read(self, path: str, labelled: bool) -> list: ...
+  def label_list(self, train_items, given) -> list[str] | None: ...
+  def encode(self, path, items, tokenizer, label_list, max_seq_length) -> "EncodedData": ...
+  def references(self, encoded) -> Any: ...
+  def decode(self, encoded, row_outputs, label_list) -> Any: ...
+  def write_predictions(self, stem, encoded, predictions, label_list) -> str: ...
+  def meta(self) -> dict: ...
+
+
+class EncodedData(Protocol):
+  """An encoded file: `arrays` ([N_rows, ...] model inputs, plus labels when
+  labelled), `len()` = number of examples."""
+  path: str
+  arrays: dict[str, np.ndarray]
+
+  @property
+  def labelled(self) -> bool: ...
+
+  def __len__(self) -> int: ...
 
 
 # ----------------------------------------------------------------------------- data
 
 
-@dataclasses.dataclass
-class TaskData:
-  """One file, read and encoded. `items` are the raw examples / sentences."""
-  path: str
-  items: list
-  arrays: dict[str, np.ndarray]
-  word_positions: list[np.ndarray] | None = None  # NER: where each word's tag is read
-
-  @property
-  def labelled(self) -> bool:
-    return "labels" in self.arrays
-
-  def __len__(self):
-    return len(self.items)
-
-
-def _read(cfg: FinetuneConfig, path: str, labelled: bool):
-  from data_pipeline import finetune_data as fd
-  if cfg.task == "ner":
-    return fd.read_tagged_sentences(path, labelled=labelled, tokens_key=cfg.tokens_key,
-                                    tags_key=cfg.tags_key)
-  return fd.read_text_examples(path, task=cfg.task, text_column=cfg.text_column,
-                               text_pair_column=cfg.text_pair_column,
-                               label_column=cfg.label_column, labelled=labelled)
-
-
-def _encode(cfg: FinetuneConfig, path: str, items, tokenizer, label_list) -> TaskData:
-  from data_pipeline import finetune_data as fd
-  if cfg.task == "ner":
-    fd.check_labels(path, items, label_list)
-    enc = fd.encode_tagged_sentences(items, tokenizer, cfg.max_seq_length, label_list=label_list)
-    if enc.num_truncated_words:
-      logging.warning("%s: %d words beyond max_seq_length=%d are not seen by the model "
-                      "(predicted 'O')", path, enc.num_truncated_words, cfg.max_seq_length)
-    return TaskData(path, list(items), enc.arrays, enc.word_positions)
-  if cfg.task == "classification":
-    fd.check_labels(path, items, label_list)
-  arrays = fd.encode_text_examples(items, tokenizer, cfg.max_seq_length, task=cfg.task,
-                                   label_list=label_list)
-  return TaskData(path, list(items), arrays)
-
-
-def _label_list(cfg: FinetuneConfig, train_items, checkpoint_labels) -> list[str]:
-  from data_pipeline import finetune_data as fd
-  if cfg.task == "regression":
-    return []
-  if cfg.labels:
-    return list(cfg.labels)
-  if train_items is not None:
-    if cfg.task == "ner":
-      return fd.infer_label_list((t for s in train_items for t in s.tags), ner=True)
-    return fd.infer_label_list(e.label for e in train_items)
+def _label_list(cfg: FinetuneConfig, text: TextSide, train_items, checkpoint_labels
+                ) -> list[str]:
+  """The label names: the text side's (given, or those of the train file), else the
+  checkpoint's (id2label)."""
+  labels = text.label_list(train_items, cfg.labels)
+  if labels is not None:
+    return labels
   if checkpoint_labels:
     return list(checkpoint_labels)
   raise ValueError(f"{cfg.init_from}: without a train_file the label set comes from the "
@@ -212,35 +211,6 @@ class FinetuneState:
   rng: jax.Array   # dropout key of step s: fold_in(rng, s)
 
 
-def task_model(task: str, config: model_lib.BertConfig, num_labels: int) -> nn.Module:
-  if task == "ner":
-    return model_lib.BertForTokenClassification(config, num_labels)
-  return model_lib.BertForSequenceClassification(config, 1 if task == "regression" else num_labels)
-
-
-def task_loss(task: str, logits: jax.Array, batch) -> tuple[jax.Array, jax.Array]:
-  """(mean loss, number of scored items) of one batch, float32.
-
-  Padding rows (added to fill the last batch) have no [CLS], so
-  `attention_mask[:, 0]` is their weight; NER scores tokens whose label is not
-  IGNORE_INDEX.
-  """
-  logits = logits.astype(jnp.float32)
-  labels = batch["labels"]
-  if task == "ner":
-    valid = labels != IGNORE_INDEX
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
-    weights = valid.astype(jnp.float32)
-  else:
-    weights = batch["attention_mask"][:, 0].astype(jnp.float32)
-    if task == "regression":
-      ce = jnp.square(logits[:, 0] - labels.astype(jnp.float32))
-    else:
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  count = jnp.sum(weights)
-  return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
-
-
 def assemble(trainable, frozen, lora_scale: float):
   """The model's full parameter tree from the trained and the frozen parts."""
   params = lora.combine(trainable["model"], frozen)
@@ -255,13 +225,14 @@ def _forward(model, trainable, frozen, batch, lora_scale, *, deterministic, rng=
                      deterministic=deterministic, rngs=None if rng is None else {"dropout": rng})
 
 
-def train_step(state: FinetuneState, frozen, batch, *, model, tx, schedule, task, lora_scale):
+def train_step(state: FinetuneState, frozen, batch, *, model, tx, schedule,
+               task: tasks_lib.Task, lora_scale):
   """One AdamW step on the trained parameters (pure; jit it)."""
   rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(trainable):
     logits = _forward(model, trainable, frozen, batch, lora_scale, deterministic=False, rng=rng)
-    return task_loss(task, logits, batch)
+    return task.loss(logits, batch)
 
   (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -271,15 +242,9 @@ def train_step(state: FinetuneState, frozen, batch, *, model, tx, schedule, task
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def predict_step(trainable, frozen, batch, *, model, task, lora_scale):
-  """Class probabilities [B, K], regression values [B], or NER tag ids [B, L]."""
-  logits = _forward(model, trainable, frozen, batch, lora_scale, deterministic=True)
-  logits = logits.astype(jnp.float32)
-  if task == "ner":
-    return jnp.argmax(logits, -1).astype(jnp.int32)
-  if task == "regression":
-    return logits[:, 0]
-  return jax.nn.softmax(logits, -1)
+def predict_step(trainable, frozen, batch, *, model, task: tasks_lib.Task, lora_scale):
+  """The task's per-row predictions (e.g. class probabilities [B, K], tag ids [B, L])."""
+  return task.predict(_forward(model, trainable, frozen, batch, lora_scale, deterministic=True))
 
 
 @dataclasses.dataclass
@@ -324,7 +289,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   even under LoRA.
   """
   rules = partitioning.DEFAULT_RULES
-  model = task_model(cfg.task, bert_config, num_labels)
+  task = tasks_lib.get(cfg.task)
+  model = task.model(bert_config, num_labels)
   inputs = model_lib.dummy_inputs(bert_config, 1, cfg.max_seq_length, None)
   key = jax.random.PRNGKey(cfg.seed)
   init_key, lora_key, dropout_key = jax.random.split(key, 3)
@@ -335,8 +301,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(init_fn, init_key)
   params, shardings = partitioning.create_sharded(init_fn, mesh, rules, init_key)
-  source = interop.flatten_tree({**pretrained, **(head or {})})
-  flat_params, flat_shardings = interop.flatten_tree(params), interop.flatten_tree(shardings)
+  source = tree_lib.flatten({**pretrained, **(head or {})})
+  flat_params, flat_shardings = tree_lib.flatten(params), tree_lib.flatten(shardings)
   loaded = set()
   for path, value in flat_params.items():
     if path in source:
@@ -347,7 +313,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       loaded.add(path)
   fresh = sorted("/".join(p) for p in flat_params if p not in loaded)
   logging.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh) or "nothing")
-  params = interop.unflatten_tree(flat_params)
+  params = tree_lib.unflatten(flat_params)
 
   use_lora = cfg.lora_rank > 0
   is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
@@ -388,12 +354,12 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, task=cfg.task,
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, task=task,
                         lora_scale=lora_scale),
       in_shardings=(state_shardings, frozen_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=0)
   predict = jax.jit(
-      functools.partial(predict_step, model=model, task=cfg.task, lora_scale=lora_scale),
+      functools.partial(predict_step, model=model, task=task, lora_scale=lora_scale),
       in_shardings=(state_shardings.params, frozen_shardings, batch_sharding),
       out_shardings=replicated)
 
@@ -401,8 +367,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
                loaded=frozenset(loaded), lora_scale=lora_scale,
                train=partitioning.in_mesh(train, mesh, rules),
                predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
-               trainable_count=lora.count(state.params),
-               total_count=lora.count(params) + (lora.count(trainable["lora"]) if use_lora else 0))
+               trainable_count=tree_lib.count_params(state.params),
+               total_count=tree_lib.count_params(params) + (tree_lib.count_params(trainable["lora"]) if use_lora else 0))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -415,7 +381,7 @@ def _pad_rows(arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]
     return arrays
   out = {}
   for k, v in arrays.items():
-    fill = IGNORE_INDEX if (k == "labels" and v.ndim == 2) else 0
+    fill = batch_lib.IGNORE_INDEX if (k == "labels" and v.ndim == 2) else 0
     pad = np.full((rows - n,) + v.shape[1:], fill, v.dtype)
     out[k] = np.concatenate([v, pad])
   return out
@@ -437,77 +403,29 @@ def train_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int, epo
     yield _pad_rows({k: v[idx] for k, v in arrays.items()}, batch_size)
 
 
-def predict_all(setup: Setup, trainable, data: TaskData, batch_size: int) -> np.ndarray:
-  """Outputs of `predict_step` for every row of `data`, in order (NumPy)."""
-  keys = ("input_ids", "token_type_ids", "attention_mask")
+def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int) -> Any:
+  """Outputs of `predict_step` for every row of `data`, in order (NumPy; a pytree
+  when the task predicts several arrays per row)."""
+  keys = batch_lib.INPUT_KEYS
   n = len(data.arrays["input_ids"])
   outs = []
   for start in range(0, n, batch_size):
     rows = {k: data.arrays[k][start:start + batch_size] for k in keys}
     batch = partitioning.host_to_device(_local_rows(_pad_rows(rows, batch_size)), setup.mesh)
-    outs.append(np.asarray(jax.device_get(setup.predict(trainable, setup.frozen, batch))))
-  return np.concatenate(outs)[:n]
+    outs.append(jax.tree.map(np.asarray, jax.device_get(
+        setup.predict(trainable, setup.frozen, batch))))
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def decode_tags(data: TaskData, tag_ids: np.ndarray, label_list: Sequence[str]) -> list[list[str]]:
-  """Per sentence, one tag per word: read at each word's first sub-token; words cut off
-  by max_seq_length get 'O'."""
-  out = []
-  for i, sentence in enumerate(data.items):
-    pos = data.word_positions[i]
-    tags = [label_list[t] for t in tag_ids[i, pos]]
-    out.append(tags + ["O"] * (len(sentence.tokens) - len(tags)))
-  return out
-
-
-def score(task: str, data: TaskData, outputs: np.ndarray, label_list) -> tuple[dict, str]:
-  """(metrics, report table) of `outputs` against `data`'s labels."""
-  if task == "ner":
-    return eval_metrics.ner_metrics([list(s.tags) for s in data.items],
-                                    decode_tags(data, outputs, label_list))
-  if task == "regression":
-    return eval_metrics.regression_metrics(data.arrays["labels"], outputs)
-  return eval_metrics.classification_metrics(data.arrays["labels"], outputs.argmax(-1),
-                                             label_list)
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_predictions(path: str, task: str, data: TaskData, outputs: np.ndarray,
-                      label_list) -> str:
-  """Predictions as JSONL (one object per example) or CoNLL (`token tag` lines)."""
-  if task == "ner":
-    path += ".conll"
-    lines = []
-    for sentence, tags in zip(data.items, decode_tags(data, outputs, label_list)):
-      lines.extend(f"{tok} {tag}" for tok, tag in zip(sentence.tokens, tags))
-      lines.append("")
-    _write_atomic(path, "\n".join(lines) + "\n")
-    return path
-  path += ".jsonl"
-  lines = []
-  for ex, out in zip(data.items, outputs):
-    row = {"line": ex.line, "text": ex.text}
-    if ex.text_pair is not None:
-      row["text_pair"] = ex.text_pair
-    if task == "regression":
-      row["prediction"] = float(out)
-    else:
-      row["prediction"] = label_list[int(out.argmax())]
-      row["probabilities"] = {name: round(float(p), 6) for name, p in zip(label_list, out)}
-    if ex.label is not None:
-      row["label"] = ex.label
-    lines.append(json.dumps(row, ensure_ascii=False))
-  _write_atomic(path, "\n".join(lines) + "\n")
-  return path
+def evaluate(setup: Setup, trainable, data: EncodedData, text: TextSide, task: tasks_lib.Task,
+             label_list, batch_size: int):
+  """(per-example predictions, metrics, report table) of the model on labelled `data`."""
+  predictions = text.decode(data, predict_all(setup, trainable, data, batch_size), label_list)
+  metrics, table = task.score(text.references(data), predictions, label_list)
+  return predictions, metrics, table
 
 
 # ----------------------------------------------------------------------------- saving
@@ -525,10 +443,12 @@ def _to_host(tree):
 
 
 def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertConfig,
-               params, label_list: Sequence[str], tokenizer) -> None:
+               params, label_list: Sequence[str], write_tokenizer: Callable[[str], None],
+               text_meta: dict | None = None) -> None:
   """A transformers directory for the task model; built beside `directory`, then
-  renamed over it, so a crash never leaves a half-written model in its place."""
-  from data_pipeline import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  renamed over it, so a crash never leaves a half-written model in its place.
+  `write_tokenizer(dir)` writes the tokenizer files (the text side's export)."""
+  task = tasks_lib.get(cfg.task)
   host = _to_host(params)  # every process joins the gather; process 0 writes
   if jax.process_index() != 0:
     return
@@ -538,37 +458,24 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
   config_path = os.path.join(tmp, interop.CONFIG_NAME)
   with open(config_path) as f:
     hf = json.load(f)
-  names = list(label_list) if cfg.task != "regression" else ["LABEL_0"]
-  hf.update(architectures=[_ARCHITECTURES[cfg.task]],
+  names = task.label_names(label_list)
+  hf.update(architectures=[task.hf_architecture],
             id2label={str(i): n for i, n in enumerate(names)},
             label2id={n: i for i, n in enumerate(names)})
-  if cfg.task == "regression":
-    hf["problem_type"] = "regression"
-  elif cfg.task == "classification":
-    hf["problem_type"] = "single_label_classification"
-  _write_atomic(config_path, json.dumps(hf, indent=2, sort_keys=True))
-  hf_tokenizer.export_tokenizer(tokenizer, tmp, model_max_length=bert_config.max_position_embeddings)
+  if task.problem_type is not None:
+    hf["problem_type"] = task.problem_type
+  fileio.write_text_atomic(config_path, json.dumps(hf, indent=2, sort_keys=True))
+  write_tokenizer(tmp)
   meta = dict(task=cfg.task, labels=list(label_list), max_seq_length=cfg.max_seq_length,
-              text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-              label_column=cfg.label_column, lora_rank=cfg.lora_rank,
+              **(text_meta or {}), lora_rank=cfg.lora_rank,
               lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0)
-  _write_atomic(os.path.join(tmp, FINETUNE_META), json.dumps(meta, indent=1))
+  fileio.write_text_atomic(os.path.join(tmp, FINETUNE_META), json.dumps(meta, indent=1))
   old = directory + ".old"
   shutil.rmtree(old, ignore_errors=True)
   if os.path.exists(directory):
     os.replace(directory, old)
   os.replace(tmp, directory)
   shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_head(directory: str, task: str, num_labels: int, hidden: int) -> dict | None:
-  """The task head of a fine-tuned transformers checkpoint, in our layout, or None."""
-  tensors = interop.read_state_dict(directory)
-  w, b = tensors.get("classifier.weight"), tensors.get("classifier.bias")
-  want = 1 if task == "regression" else num_labels
-  if w is None or b is None or w.shape != (want, hidden) or b.shape != (want,):
-    return None
-  return {"classifier": {"kernel": np.ascontiguousarray(w.T), "bias": b}}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -578,11 +485,24 @@ def _epoch_steps(n: int, batch_size: int) -> int:
   return math.ceil(n / batch_size)
 
 
-def run(cfg: FinetuneConfig) -> dict:
+@dataclasses.dataclass
+class Best:
+  """The best epoch so far: its metric value, trained parameters (a copy), per-example
+  eval predictions, metrics and report table."""
+  value: float | None
+  epoch: int
+  params: Any
+  predictions: Any
+  metrics: dict
+  table: str
+
+
+def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   """Fine-tunes (or, without train_file, evaluates / predicts); returns the results
-  written to eval_results.json (`history` holds every epoch's eval metrics)."""
-  from data_pipeline import tokenizers as tokenizers_lib  # pylint: disable=import-outside-toplevel
+  written to eval_results.json (`history` holds every epoch's eval metrics). `text`
+  is the task's text side (`finetune_text.make_text_task` of the text package)."""
   cfg.validate()
+  task = tasks_lib.get(cfg.task)
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   dp = partitioning.data_parallel_size(mesh)
   for name in ("batch_size", "eval_batch_size"):
@@ -592,7 +512,7 @@ def run(cfg: FinetuneConfig) -> dict:
   bert_config, pretrained, report = interop.load_hf_with_report(cfg.init_from, dtype=cfg.dtype)
   logging.info("%s", report)
   try:
-    tokenizer = tokenizers_lib.load_tokenizer(cfg.init_from)
+    tokenizer = text.load_tokenizer(cfg.init_from)
   except ValueError as e:
     raise ValueError(f"{cfg.init_from}: no usable tokenizer (vocab.txt or a SentencePiece "
                      f".model): {e}") from e
@@ -603,17 +523,21 @@ def run(cfg: FinetuneConfig) -> dict:
     raise ValueError(f"max_seq_length={cfg.max_seq_length} exceeds the checkpoint's "
                      f"max_position_embeddings={bert_config.max_position_embeddings}")
 
-  train_items = _read(cfg, cfg.train_file, True) if cfg.train_file else None
-  label_list = _label_list(cfg, train_items, _checkpoint_labels(cfg.init_from))
-  train = _encode(cfg, cfg.train_file, train_items, tokenizer, label_list) if train_items else None
-  evaluation = (_encode(cfg, cfg.eval_file, _read(cfg, cfg.eval_file, True), tokenizer,
-                        label_list) if cfg.eval_file else None)
-  to_predict = (_encode(cfg, cfg.predict_file, _read(cfg, cfg.predict_file, False), tokenizer,
-                        label_list) if cfg.predict_file else None)
+  def encode(path, items):
+    return text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
+
+  train_items = text.read(cfg.train_file, True) if cfg.train_file else None
+  checkpoint_labels = _checkpoint_labels(cfg.init_from)
+  label_list = _label_list(cfg, text, train_items, checkpoint_labels)
+  train = encode(cfg.train_file, train_items) if train_items else None
+  evaluation = encode(cfg.eval_file, text.read(cfg.eval_file, True)) if cfg.eval_file else None
+  to_predict = (encode(cfg.predict_file, text.read(cfg.predict_file, False))
+                if cfg.predict_file else None)
 
   head = None
-  if _checkpoint_labels(cfg.init_from) == (label_list or ["LABEL_0"]):
-    head = _read_head(cfg.init_from, cfg.task, len(label_list), bert_config.hidden_size)
+  if checkpoint_labels == task.label_names(label_list):
+    head = task.head_from_hf(interop.read_state_dict(cfg.init_from), len(label_list),
+                             bert_config.hidden_size)
   if train is None and head is None:
     raise ValueError(f"{cfg.init_from}: no task head for {cfg.task} with labels {label_list}; "
                      "evaluating or predicting without a train_file needs a fine-tuned "
@@ -633,21 +557,24 @@ def run(cfg: FinetuneConfig) -> dict:
         os.remove(os.path.join(cfg.output_dir, stale))
   best_dir = os.path.join(cfg.output_dir, BEST_MODEL_DIR)
   history: list[dict] = []
-  best = None  # (metric value, epoch, trainable copy, eval outputs, metrics, table)
-  state = setup.state
   train_loss = None
-  if train is not None:
-    state, history, best, train_loss = _train(cfg, setup, train, evaluation, label_list,
-                                              tokenizer, best_dir, steps_per_epoch, total_steps)
-  else:
-    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size) \
-        if evaluation else None
-    metrics, table = score(cfg.task, evaluation, outputs, label_list) if evaluation else ({}, "")
-    best = (None, 0, state.params, outputs, metrics, table)
 
-  _, best_epoch, best_params, best_outputs, best_metrics, best_table = best
-  results = dict(task=cfg.task, best_epoch=best_epoch, metric_for_best=cfg.best_metric,
-                 **{f"eval_{k}": v for k, v in best_metrics.items()},
+  def save(directory, params):
+    save_model(directory, cfg, setup.bert_config, setup.merged_params(params), label_list,
+               lambda d: text.export_tokenizer(tokenizer, d, bert_config.max_position_embeddings),
+               text.meta())
+
+  if train is not None:
+    history, best, train_loss = _train(cfg, setup, task, text, train, evaluation, label_list,
+                                       save, best_dir, total_steps)
+  elif evaluation is not None:
+    best = Best(None, 0, setup.state.params, *evaluate(
+        setup, setup.state.params, evaluation, text, task, label_list, cfg.eval_batch_size))
+  else:
+    best = Best(None, 0, setup.state.params, None, {}, "")
+
+  results = dict(task=cfg.task, best_epoch=best.epoch, metric_for_best=cfg.best_metric,
+                 **{f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
                  num_eval_examples=len(evaluation) if evaluation else 0,
                  trainable_parameters=setup.trainable_count,
@@ -658,23 +585,26 @@ def run(cfg: FinetuneConfig) -> dict:
   if train is not None:
     results["best_model_dir"] = best_dir
   if to_predict is not None:
-    outputs = predict_all(setup, best_params, to_predict, cfg.eval_batch_size)
+    predictions = text.decode(to_predict, predict_all(setup, best.params, to_predict,
+                                                      cfg.eval_batch_size), label_list)
     if jax.process_index() == 0:
-      results["predictions_file"] = write_predictions(
-          os.path.join(cfg.output_dir, "predictions"), cfg.task, to_predict, outputs, label_list)
+      results["predictions_file"] = text.write_predictions(
+          os.path.join(cfg.output_dir, "predictions"), to_predict, predictions, label_list)
   if jax.process_index() == 0:
     if evaluation is not None:
-      results["eval_predictions_file"] = write_predictions(
-          os.path.join(cfg.output_dir, "eval_predictions"), cfg.task, evaluation, best_outputs,
+      results["eval_predictions_file"] = text.write_predictions(
+          os.path.join(cfg.output_dir, "eval_predictions"), evaluation, best.predictions,
           label_list)
-      _write_atomic(os.path.join(cfg.output_dir, "eval_report.txt"), best_table + "\n")
-    _write_atomic(os.path.join(cfg.output_dir, "eval_results.json"),
-                  json.dumps({**results, "history": history}, indent=1))
+      fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_report.txt"),
+                               best.table + "\n")
+    fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_results.json"),
+                             json.dumps({**results, "history": history}, indent=1))
   return {**results, "history": history}
 
 
-def _train(cfg, setup: Setup, train: TaskData, evaluation: TaskData, label_list, tokenizer,
-           best_dir, steps_per_epoch, total_steps):
+def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, best_dir,
+           total_steps) -> tuple[list[dict], Best, float]:
+  """The epochs: steps, then an evaluation; the best epoch's model saved to `best_dir`."""
   state = setup.state
   history, best = [], None
   step, start = 0, time.perf_counter()
@@ -697,11 +627,11 @@ def _train(cfg, setup: Setup, train: TaskData, evaluation: TaskData, label_list,
     last_epoch_loss = float(np.mean(jax.device_get(losses)))
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
-    outputs = predict_all(setup, state.params, evaluation, cfg.eval_batch_size)
-    metrics, table = score(cfg.task, evaluation, outputs, label_list)
+    predictions, metrics, table = evaluate(setup, state.params, evaluation, text, task,
+                                           label_list, cfg.eval_batch_size)
     history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss, **metrics))
     value = metrics[cfg.best_metric]
-    improved = best is None or value > best[0]
+    improved = best is None or value > best.value
     if jax.process_index() == 0:
       print(f"epoch {epoch}: train loss {last_epoch_loss:.4f} | " + " | ".join(
           f"{k} {v:.4f}" for k, v in metrics.items()) + (" | best so far" if improved else ""),
@@ -709,7 +639,6 @@ def _train(cfg, setup: Setup, train: TaskData, evaluation: TaskData, label_list,
     if improved:
       # A copy: the state's buffers are donated to the next step.
       kept = jax.tree.map(jnp.copy, state.params)
-      best = (value, epoch, kept, outputs, metrics, table)
-      save_model(best_dir, cfg, setup.bert_config, setup.merged_params(kept), label_list,
-                 tokenizer)
-  return state, history, best, last_epoch_loss
+      best = Best(value, epoch, kept, predictions, metrics, table)
+      save(best_dir, kept)
+  return history, best, last_epoch_loss

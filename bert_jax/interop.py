@@ -22,7 +22,9 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax import model as model_lib
+from bert_jax import tree as tree_lib
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -111,28 +113,6 @@ def _tree_leaves(tree):
   return [tree]
 
 
-def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  """{path tuple: leaf} of a nested dict."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(flatten_tree(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def unflatten_tree(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  """The inverse of `flatten_tree`."""
-  out: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
-
-
 # ----------------------------------------------------------------------------- names
 
 
@@ -217,7 +197,7 @@ def _expected_shapes(config: model_lib.BertConfig) -> dict[tuple[str, ...], tupl
   cfg = config.replace(scan_layers=False)
   abstract = jax.eval_shape(
       lambda: model_lib.BertForPreTraining(cfg).init(jax.random.key(0), **model_lib.dummy_inputs(cfg)))
-  return {p: tuple(v.shape) for p, v in flatten_tree(nn.unbox(abstract["params"])).items()}
+  return {p: tuple(v.shape) for p, v in tree_lib.flatten(nn.unbox(abstract["params"])).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +285,7 @@ def _load(directory, require_heads, config_overrides):
                      f"{absent_groups}")
   used = {_hf_key(p) for p in flat}
   ignored = tuple(sorted(k for k in tensors if k not in used and k not in _REDUNDANT_KEYS))
-  params = unflatten_tree(flat)
+  params = tree_lib.unflatten(flat)
   if config.scan_layers:
     params = stack_layers(params)
   report = LoadReport(directory, encoder_only, tuple(absent_groups), ignored)
@@ -323,7 +303,7 @@ def _group(path: tuple[str, ...]) -> str:
 def to_hf_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Our (possibly scanned, possibly device-resident) params -> transformers' state dict."""
   params = unstack_layers(_to_numpy(params))
-  return {_hf_key(path): _to_hf_array(path, x) for path, x in flatten_tree(params).items()}
+  return {_hf_key(path): _to_hf_array(path, x) for path, x in tree_lib.flatten(params).items()}
 
 
 def _to_numpy(tree):
@@ -348,8 +328,6 @@ def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: 
   os.makedirs(directory, exist_ok=True)
   tmp_weights = os.path.join(directory, WEIGHTS_NAME + ".tmp")
   save_file(state, tmp_weights, metadata={"format": "pt"})
-  tmp_config = os.path.join(directory, CONFIG_NAME + ".tmp")
-  with open(tmp_config, "w") as f:
-    json.dump(config_to_hf(config), f, indent=2, sort_keys=True)
   os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
-  os.replace(tmp_config, os.path.join(directory, CONFIG_NAME))
+  fileio.write_text_atomic(os.path.join(directory, CONFIG_NAME),
+                           json.dumps(config_to_hf(config), indent=2, sort_keys=True))

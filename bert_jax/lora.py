@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import interop
 from bert_jax import partitioning as P
+from bert_jax import tree as tree_lib
 
 DEFAULT_TARGETS = ("query", "value")
 
@@ -131,21 +131,15 @@ def split(params: Mapping[str, Any], trainable: Callable[[tuple[str, ...]], bool
 
   Boxed leaves (LogicallyPartitioned) count as leaves.
   """
-  leaves = interop.flatten_tree(params)
-  return (interop.unflatten_tree({k: v for k, v in leaves.items() if trainable(k)}),
-          interop.unflatten_tree({k: v for k, v in leaves.items() if not trainable(k)}))
+  leaves = tree_lib.flatten(params)
+  return (tree_lib.unflatten({k: v for k, v in leaves.items() if trainable(k)}),
+          tree_lib.unflatten({k: v for k, v in leaves.items() if not trainable(k)}))
 
 
 def combine(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
   """Deep union of two trees with disjoint leaves (the inverse of `split`)."""
-  leaves_a, leaves_b = interop.flatten_tree(a), interop.flatten_tree(b)
+  leaves_a, leaves_b = tree_lib.flatten(a), tree_lib.flatten(b)
   both = leaves_a.keys() & leaves_b.keys()
   if both:
     raise ValueError(f"parameter {'/'.join(min(both))} is in both trees")
-  return interop.unflatten_tree({**leaves_a, **leaves_b})
-
-
-def count(tree: Any) -> int:
-  """Number of scalars in a (possibly boxed or abstract) tree."""
-  return sum(math.prod(_shape(x)) for x in jax.tree.leaves(
-      tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)))
+  return tree_lib.unflatten({**leaves_a, **leaves_b})

@@ -94,3 +94,42 @@ class SyntheticIterator:
   def set_state(self, state: dict[str, Any]) -> None:
     self._seed = int(state["seed"])
     self._index = int(state["index"])
+
+
+# A seed far from any training stream's: eval batches never repeat training ones.
+EVAL_SEED = 10_000_019
+
+
+class SyntheticSource:
+  """A `bert_jax.batch.PretrainingSource` of random contract batches: benchmarks and
+  smoke tests on machines without text tooling. Not text, so `tokenizer` is None
+  (no unigram baseline) and any vocabulary size >= `vocab_size` fits."""
+  tokenizer = None
+  description = "synthetic batches"
+  checkpoint_meta: dict[str, Any] = {}
+
+  def __init__(self, *, global_batch_size: int, eval_batch_size: int, seq_len: int,
+               num_predictions: int, vocab_size: int, seed: int = 0, process_index: int = 0,
+               process_count: int = 1):
+    self.vocab_size = vocab_size
+    self._common = dict(seq_len=seq_len, num_predictions=num_predictions,
+                        vocab_size=vocab_size, process_index=process_index,
+                        process_count=process_count)
+    self._train = dict(batch_size=global_batch_size, seed=seed)
+    self._eval = dict(batch_size=eval_batch_size, seed=EVAL_SEED)
+
+  @classmethod
+  def from_config(cls, config, process_index: int = 0, process_count: int = 1
+                  ) -> "SyntheticSource":
+    """Batches of the shapes a pretraining `config` (model side) trains on."""
+    return cls(global_batch_size=config.global_batch_size,
+               eval_batch_size=config.eval_batch_size, seq_len=config.max_seq_length,
+               num_predictions=config.max_predictions_per_seq,
+               vocab_size=config.model.vocab_size, seed=config.seed,
+               process_index=process_index, process_count=process_count)
+
+  def train_batches(self) -> SyntheticIterator:
+    return SyntheticIterator(**self._common, **self._train)
+
+  def eval_batches(self) -> SyntheticIterator:
+    return SyntheticIterator(**self._common, **self._eval)

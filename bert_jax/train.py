@@ -1,10 +1,11 @@
-"""BERT pretraining: train state, pure train / eval steps, and the loop.
+"""BERT pretraining: train state, pure train / eval steps, the set-up and the loop.
 
-`train_and_evaluate(config, workdir)` composes small pieces that a checkpointing
-layer can wrap: `create_train_state` (abstract first, initialised into its
-shardings; the abstract tree is the restore target), `make_train_iterator` (its
-`get_state` / `set_state` resume the data exactly), and `train_loop` (which calls
-`step_hooks` after every step, e.g. to save).
+`train_and_evaluate(config, workdir, source)` composes small pieces: `setup` (validate,
+mesh, model, optimizer, abstract state, compiled steps; shared with the benchmark and
+the tests), the data `source` it is handed (`bert_jax.batch.PretrainingSource`: its
+train iterator's `get_state` / `set_state` resume the data exactly), and `train_loop`
+(step, hooks, eval; reporting in `progress.py`; `step_hooks` run after every step,
+e.g. to save).
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax
@@ -24,16 +24,19 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax import batch as batch_lib
 from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import distributed
+from bert_jax import flops as flops_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
-from bert_jax import synthetic
+from bert_jax import preemption as preemption_lib
+from bert_jax import progress as progress_lib
+from bert_jax import tree as tree_lib
 
 Batch = Mapping[str, jax.Array]
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-              "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 
 
 @flax.struct.dataclass
@@ -74,11 +77,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f"config.max_predictions_per_seq={config.max_predictions_per_seq} exceeds "
         f"config.max_seq_length={config.max_seq_length}")
-  for name, batch in (("global_batch_size", config.global_batch_size),
-                      ("eval_batch_size", config.eval_batch_size)):
-    if batch % jax.process_count():
-      raise ValueError(f"config.{name}={batch} is not divisible by the "
-                       f"{jax.process_count()} processes")
+  for name in ("global_batch_size", "eval_batch_size"):
+    distributed.check_divisible(f"config.{name}", int(config[name]))
   model_config_from(config)  # BertConfig validates its own fields
   checkpoint_lib.check_config(config)
 
@@ -260,87 +260,50 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
                        eval=partitioning.in_mesh(evaluate, mesh, rules))
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """A pretraining job ready to run (what the loop, the benchmark and the tests share):
+  the mesh, model, optimizer, the abstract train state (the restore target) with its
+  shardings, and the compiled steps. `init_state()` builds a fresh state."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: model_lib.BertForPreTraining
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: TrainState
+  shardings: TrainState
+  steps: CompiledSteps
+
+  def init_state(self) -> TrainState:
+    return create_train_state(self.config, self.model, self.tx, self.mesh)[0]
+
+
+def setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
+  """Validates `config` (before anything compiles: messages name the field), builds
+  the mesh (or takes `mesh`), model, optimizer and abstract state, and jits the steps."""
+  validate_config(config)
+  mesh = make_mesh(config) if mesh is None else mesh
+  check_batch_fits_mesh(config, mesh)
+  model = model_lib.BertForPreTraining(model_config_from(config))
+  tx, schedule = optim.optimizer_from_config(config)
+  abstract, shardings = abstract_train_state(config, model, tx, mesh)
+  steps = compile_steps(config, model, tx, schedule, mesh, shardings)
+  return Setup(config=config, mesh=mesh, model=model, tx=tx, schedule=schedule,
+               abstract_state=abstract, shardings=shardings, steps=steps)
+
+
 # ---------------------------------------------------------------------------
 # Data
 
 
-def _loader():
-  # Imported here: bert_jax must import (and benchmark) without the text pipeline.
-  from data_pipeline import loader
-  return loader
-
-
-def read_manifest(data_dir: str) -> dict:
-  from data_pipeline import prepare
-  return prepare.read_manifest(data_dir)
-
-
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
-  """The prepared data directory; with none configured, prepares the embedded
-  default corpus under WORKDIR/data (the quickstart). None for synthetic data."""
-  if config.synthetic_data:
-    return None
-  if not config.data_dir:
-    from data_pipeline import quickstart
-    out = os.path.join(workdir, "data")
-    logging.info("No config.data_dir: preparing the default corpus under %s", out)
-    return quickstart.prepare_default_dataset(out, vocab_size=config.model.vocab_size)
-  if not os.path.isdir(config.data_dir):
-    raise FileNotFoundError(
-        f"config.data_dir={config.data_dir!r} does not exist; prepare one with "
-        f"`python -m launch.prepare_data`, or leave it empty for the default corpus")
-  return config.data_dir
-
-
-def check_vocab(config: ml_collections.ConfigDict, data_dir: str | None) -> None:
+def check_vocab(config: ml_collections.ConfigDict, source: batch_lib.PretrainingSource) -> None:
   """The data's token ids must fit the model's embedding table."""
-  if data_dir is None:
-    return
-  manifest = read_manifest(data_dir)
-  data_vocab = int(manifest["vocab_size"])
-  if data_vocab > config.model.vocab_size:
+  data_vocab = source.vocab_size
+  if data_vocab is not None and data_vocab > config.model.vocab_size:
     raise ValueError(
-        f"the data in {data_dir!r} was tokenized with a vocabulary of {data_vocab} ids, but "
+        f"{source.description} was tokenized with a vocabulary of {data_vocab} ids, but "
         f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
         f"{data_vocab} (or more, e.g. rounded up to a multiple of 128)")
-
-
-def _loader_config(config, data_dir, *, split, batch_size, num_epochs, seed):
-  loader = _loader()
-  return loader.LoaderConfig(
-      data_dir=data_dir, split=split, global_batch_size=batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      max_seq_length=config.max_seq_length,
-      max_predictions_per_seq=config.max_predictions_per_seq,
-      masked_lm_prob=config.masked_lm_prob, short_seq_prob=config.short_seq_prob,
-      pair_mode=config.pair_mode, whole_word_masking=config.whole_word_masking,
-      seed=seed, num_epochs=num_epochs, worker_count=config.worker_count,
-      drop_remainder=True)
-
-
-def make_train_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
-  """Host-local training batches, endless, with get_state / set_state."""
-  if data_dir is None:
-    return synthetic.SyntheticIterator(
-        batch_size=config.global_batch_size, seq_len=config.max_seq_length,
-        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
-  cfg = _loader_config(config, data_dir, split="train", batch_size=config.global_batch_size,
-                       num_epochs=None, seed=config.seed)
-  return _loader().make_pretraining_iterator(cfg)
-
-
-def make_eval_iterator(config: ml_collections.ConfigDict, data_dir: str | None) -> Iterator:
-  """The same held-out batches every time it is called (fixed seed, one epoch)."""
-  if data_dir is None:
-    # A seed far from the training stream's.
-    return synthetic.SyntheticIterator(
-        batch_size=config.eval_batch_size, seq_len=config.max_seq_length,
-        num_predictions=config.max_predictions_per_seq, vocab_size=config.model.vocab_size,
-        seed=10_000_019, process_index=jax.process_index(), process_count=jax.process_count())
-  cfg = _loader_config(config, data_dir, split="eval", batch_size=config.eval_batch_size,
-                       num_epochs=1, seed=config.seed)
-  return _loader().make_pretraining_iterator(cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +326,7 @@ def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.s
     if unigram is not None:
       unigram.add_eval(batch)
     sums = jax.device_get(steps.eval(params, partitioning.host_to_device(
-        {k: batch[k] for k in BATCH_KEYS}, mesh)))
+        batch_lib.pretraining_arrays(batch), mesh)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     seen += 1
@@ -395,10 +358,13 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
                                      tensorboard=config.write_tensorboard)
   accumulator = accumulator if accumulator is not None else metrics_lib.MeanAccumulator()
   total = int(config.num_train_steps)
+  reporter = progress_lib.ProgressReporter(
+      writer, total_steps=total, global_batch_size=config.global_batch_size,
+      seq_len=config.max_seq_length, flops_per_sequence=flops_per_sequence,
+      peak_flops=peak_flops, printing=jax.process_index() == 0)
   step = int(jax.device_get(state.step))
   eval_metrics: dict[str, float] = {}
   pending: tuple[int, Any] | None = None  # (step, loss) awaiting the finiteness check
-  window_start, window_steps = time.perf_counter(), 0
 
   def check_finite(step_loss):
     s, loss = step_loss
@@ -412,7 +378,7 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
       if unigram is not None:
         unigram.add_train(batch)
       state, step_metrics = steps.train(
-          state, partitioning.host_to_device({k: batch[k] for k in BATCH_KEYS}, mesh))
+          state, partitioning.host_to_device(batch_lib.pretraining_arrays(batch), mesh))
       step += 1
       # Check the previous step's loss while this one runs: one step stays in
       # flight, yet the run stops at (and names) the first bad step.
@@ -420,43 +386,22 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
         check_finite(pending)
       pending = (step, step_metrics["loss"])
       accumulator.add(step_metrics)
-      window_steps += 1
+      reporter.step_done()
 
       if step == 1:
         # The first step includes compilation: time throughput from here on.
         jax.block_until_ready(step_metrics)
         check_finite(pending)
         logging.info("first step (compilation included) done")
-        window_start, window_steps = time.perf_counter(), 0
+        reporter.restart_window()
       if step % config.log_every_steps == 0 or step == total:
         check_finite(pending)
-        logged = accumulator.result()
-        elapsed = time.perf_counter() - window_start
-        if window_steps:
-          seq_per_sec = window_steps * config.global_batch_size / elapsed
-          eta = (total - step) * elapsed / window_steps
-        else:
-          seq_per_sec, eta = float("nan"), float("nan")
-        flops_rate = seq_per_sec * flops_per_sequence
-        mfu_value = metrics_lib.mfu(flops_rate, peak_flops) if window_steps else None
-        perf = dict(seq_per_sec=seq_per_sec, tokens_per_sec=seq_per_sec * config.max_seq_length)
-        if mfu_value is not None:
-          perf["mfu"] = mfu_value
-        writer.write(step, {**logged, **perf})
-        if jax.process_index() == 0:
-          print(metrics_lib.progress_line(
-              step, total, logged, seq_per_sec=seq_per_sec, tokens_per_sec=perf["tokens_per_sec"],
-              mfu_value=mfu_value, eta_s=0.0 if math.isnan(eta) else eta), flush=True)
-        window_start, window_steps = time.perf_counter(), 0
+        reporter.log(step, accumulator.result())
       if step % config.eval_every_steps == 0 or step == total:
         eval_metrics = evaluate(steps, state.params, make_eval_iter(), mesh,
                                 config.num_eval_steps,
                                 unigram if step == total else None)
-        writer.write(step, eval_metrics)
-        if jax.process_index() == 0:
-          print(f"eval at step {step}: " + " | ".join(
-              f"{k[5:]} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
-        window_start, window_steps = time.perf_counter(), 0
+        reporter.eval(step, eval_metrics)
       for hook in step_hooks:
         hook(step, state, train_iter)
   finally:
@@ -464,38 +409,33 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
   return state, eval_metrics
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Pretrains per `config`, writing metrics.jsonl, TensorBoard events, curves.png
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       source: batch_lib.PretrainingSource) -> dict[str, float]:
+  """Pretrains per `config` on the batches of `source` (see `bert_jax.batch`; the
+  launcher builds it from `config.data`, which this library never reads), writing metrics.jsonl, TensorBoard events, curves.png
   and checkpoints to `workdir`; returns the final eval metrics (plus the unigram
   baseline when trained on real data). Where it starts (workdir checkpoint, else
   `config.init_from`, else fresh) is decided in `checkpoint.restore_or_initialize`.
   On SIGTERM it saves at the next step boundary and returns
   `{"preempted_at_step": step}`."""
-  validate_config(config)
-  mesh = make_mesh(config)
-  check_batch_fits_mesh(config, mesh)
+  job = setup(config)
+  mesh, model, steps = job.mesh, job.model, job.steps
   os.makedirs(workdir, exist_ok=True)
-  data_dir = resolve_data_dir(config, workdir)
-  check_vocab(config, data_dir)
-  manifest = read_manifest(data_dir) if data_dir else None
-  tokenizer = manifest.get("tokenizer") if manifest else None
+  check_vocab(config, source)
+  tokenizer = source.tokenizer
 
-  model = model_lib.BertForPreTraining(model_config_from(config))
-  tx, schedule = optim.optimizer_from_config(config)
-  abstract, shardings = abstract_train_state(config, model, tx, mesh)
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS_SUBDIR), keep=config.keep_checkpoints,
       keep_period=config.keep_period)
   start = checkpoint_lib.restore_or_initialize(
-      checkpointer, abstract_state=abstract,
-      init_state=lambda: create_train_state(config, model, tx, mesh)[0],
+      checkpointer, abstract_state=job.abstract_state, init_state=job.init_state,
       init_from=config.init_from, model_config=model.config)
   state = start.state
   start_step = start.step  # read now: the first train step donates start.state's buffers
-  steps = compile_steps(config, model, tx, schedule, mesh, shardings)
-  train_iter = make_train_iterator(config, data_dir)
+  train_iter = source.train_batches()
   accumulator = metrics_lib.MeanAccumulator()
-  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if data_dir else None
+  # Text only: a unigram baseline of random ids says nothing.
+  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if tokenizer else None
   if start.source == "checkpoint":
     _resume_host_state(start, tokenizer, train_iter, accumulator, unigram)
     print(f"resumed from {start.path} at step {start.step}", flush=True)
@@ -506,36 +446,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           flush=True)
   # Records of steps after the starting one belong to a run that died before its
   # next checkpoint: this run writes those steps again.
-  checkpoint_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)
+  metrics_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)
 
   def checkpoint_meta():
     return {"config": json.loads(config.to_json_best_effort()), "tokenizer": tokenizer,
-            "data_dir": data_dir and os.path.abspath(data_dir),
-            "tokenizer_file": manifest.get("tokenizer_file") if manifest else None,
+            "data_dir": None, "tokenizer_file": None, **source.checkpoint_meta,
             "loop": {"metrics_window": accumulator.get_state(),
                      "unigram_train_counts": (None if unigram is None
                                               else unigram.train_counts.tolist())}}
 
-  preemption = checkpoint_lib.PreemptionWatcher()
+  preemption = preemption_lib.PreemptionWatcher()
   save_hook = checkpoint_lib.make_step_hook(
       checkpointer, every_steps=config.checkpoint_every_steps,
       total_steps=config.num_train_steps, meta_fn=checkpoint_meta, preemption=preemption)
 
-  flops = metrics_lib.train_flops_per_sequence(
+  flops = flops_lib.train_flops_per_sequence(
       model.config, config.max_seq_length, config.max_predictions_per_seq)
-  peak, peak_source = metrics_lib.system_peak_flops(list(mesh.devices.flat), config.model.dtype)
+  peak, peak_source = flops_lib.system_peak_flops(list(mesh.devices.flat), config.model.dtype)
   logging.info("model: %s parameters; %.3g training FLOPs/sequence; peak %s (%s)",
-               f"{_count_params(state.params):,}", flops,
+               f"{tree_lib.count_params(state.params):,}", flops,
                "unknown" if peak is None else f"{peak:.3g} FLOP/s", peak_source)
 
   try:
     with preemption:
       state, eval_metrics = train_loop(
           config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
-          make_eval_iter=lambda: make_eval_iterator(config, data_dir),
+          make_eval_iter=source.eval_batches,
           flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
           step_hooks=(save_hook,), accumulator=accumulator)
-  except checkpoint_lib.Preempted as p:
+  except preemption_lib.Preempted as p:
     print(f"preempted: stopped after step {p.step}, checkpoint committed in {p.directory}; "
           f"run the same command to resume", flush=True)
     return {"preempted_at_step": p.step}
@@ -545,7 +484,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # The same command again after the run finished: nothing to train; report the
     # final evaluation again rather than overwrite summary.json with nothing.
     print(f"the run is already complete (step {start_step})", flush=True)
-    eval_metrics = evaluate(steps, state.params, make_eval_iterator(config, data_dir), mesh,
+    eval_metrics = evaluate(steps, state.params, source.eval_batches(), mesh,
                             config.num_eval_steps, unigram)
 
   summary = dict(eval_metrics)
@@ -572,7 +511,3 @@ def _resume_host_state(start, tokenizer, train_iter, accumulator, unigram) -> No
   accumulator.set_state(loop.get("metrics_window") or [])
   if unigram is not None and loop.get("unigram_train_counts") is not None:
     unigram.train_counts[:] = np.asarray(loop["unigram_train_counts"], np.int64)
-
-
-def _count_params(params: Any) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

@@ -23,19 +23,14 @@ import json
 import os
 import shutil
 
+from data_pipeline.fileio import write_text_atomic
+
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
 
 
-def _write_text(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def _write_json(path: str, obj) -> None:
-  _write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+  write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _bert_template(tokenizer):
@@ -59,13 +54,13 @@ def export_tokenizer(tokenizer, output_dir: str, model_max_length: int = 512) ->
 def _export_wordpiece(tokenizer, output_dir: str, model_max_length: int) -> list[str]:
   from tokenizers import BertWordPieceTokenizer
   vocab_path = os.path.join(output_dir, "vocab.txt")
-  _write_text(vocab_path, "".join(t + "\n" for t in tokenizer.tokens()))
+  write_text_atomic(vocab_path, "".join(t + "\n" for t in tokenizer.tokens()))
   # The same options as data_pipeline.tokenizers.WordPieceTokenizer.
   fast = BertWordPieceTokenizer(vocab_path, lowercase=tokenizer.lowercase, clean_text=True,
                                 handle_chinese_chars=True, strip_accents=None)
   fast.post_processor = _bert_template(tokenizer)
   json_path = os.path.join(output_dir, "tokenizer.json")
-  _write_text(json_path, fast.to_str())
+  write_text_atomic(json_path, fast.to_str())
   config_path = os.path.join(output_dir, "tokenizer_config.json")
   _write_json(config_path, {
       "tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
@@ -139,7 +134,7 @@ def build_sentencepiece_tokenizer_json(tokenizer):
 def _export_sentencepiece(tokenizer, output_dir: str, model_max_length: int) -> list[str]:
   fast = build_sentencepiece_tokenizer_json(tokenizer)
   json_path = os.path.join(output_dir, "tokenizer.json")
-  _write_text(json_path, fast.to_str())
+  write_text_atomic(json_path, fast.to_str())
   config_path = os.path.join(output_dir, "tokenizer_config.json")
   _write_json(config_path, {"tokenizer_class": "PreTrainedTokenizerFast",
                             # BERT reads token types; the generic class omits them otherwise.

@@ -26,8 +26,6 @@ from data_pipeline import instances, masking, records
 from data_pipeline.grain_compat import import_grain
 from data_pipeline.prepare import read_manifest
 
-CONTRACT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-                 "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 _STATE_VERSION = 2  # 2: steps walk BERT-style epochs of varying length.
 _FOREVER = 1 << 62  # Steps of a num_epochs=None stream: more than any run takes.
 
@@ -259,7 +257,8 @@ def _absl_flags_usable() -> None:
 
 
 class PretrainingIterator:
-  """Iterates host batches (dicts of NumPy arrays, see CONTRACT_KEYS); checkpointable."""
+  """Iterates host batches (dicts of NumPy arrays: the pretraining batch contract of
+  `bert_jax.batch`, which tests check this loader's batches against); checkpointable."""
 
   def __init__(self, config: LoaderConfig):
     grain = import_grain()

@@ -32,6 +32,7 @@ from data_pipeline import corpus as corpus_lib
 from data_pipeline import records
 from data_pipeline import text_scripts
 from data_pipeline import word_segmentation
+from data_pipeline.fileio import write_text_atomic
 from data_pipeline.tokenizers import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -189,10 +190,7 @@ class _UnitWriter:
                                   "sentences": int(lengths.size),
                                   "tokens": int(lengths.sum())}
     summary["skipped"] = self.skips.to_json()
-    tmp = _unit_done_path(self.output_dir, self.unit) + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(summary, f)
-    os.replace(tmp, _unit_done_path(self.output_dir, self.unit))
+    write_text_atomic(_unit_done_path(self.output_dir, self.unit), json.dumps(summary))
     return summary
 
 
@@ -390,10 +388,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
       "settings": settings,
       "last_run": {"seconds": round(seconds, 2), "num_workers": num_workers},
   }
-  tmp = os.path.join(output_dir, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, os.path.join(output_dir, MANIFEST))
+  write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
   return manifest
 
 

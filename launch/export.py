@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 
 from bert_jax import checkpoint
+from bert_jax import init_from
 from bert_jax import interop
 from bert_jax import model as model_lib
 
@@ -64,7 +65,7 @@ def export(workdir: str, output_dir: str, step: int | None = None,
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
     raise ValueError(f"--output_dir={output_dir} exists and is not empty; choose a new one")
-  step_dir, meta, params = checkpoint.read_checkpoint(workdir, step)
+  step_dir, meta, params = init_from.read_checkpoint(workdir, step)
   config = model_lib.BertConfig(**meta["config"]["model"])
   tokenizer = find_tokenizer(meta, tokenizer_path)
   tmp = f"{output_dir}.tmp-{os.getpid()}"

@@ -4,18 +4,26 @@ r"""Pretrains BERT (MLM + NSP): parses the config, calls `train.train_and_evalua
   python -m launch.pretrain --config=bert_jax/configs/base.py --workdir=DIR \
       --config.data_dir=PREPARED_DIR --config.num_train_steps=100000
 
-The config is locked: an override of a field that does not exist is an error.
+The config is locked: an override of a field that does not exist is an error. Data
+fields live under `config.data` (`--config.data.data_dir=`); their old top-level names
+(`--config.data_dir=`, see `bert_jax/configs/common.py` MOVED_FIELDS) still work.
 """
+import os
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from bert_jax import train
+from bert_jax.configs import common
 from launch import distributed_flags
+from launch import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. bert_jax/configs/tiny.py[:variant].", lock_config=True)
+    "config", None, "Config file, e.g. bert_jax/configs/tiny.py[:variant].", lock_config=True,
+    sys_argv=common.rewrite_legacy_overrides(sys.argv))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, event files and data go.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -25,7 +33,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   distributed_flags.initialize()
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  summary = train.train_and_evaluate(config, workdir,
+                                     sources.make_pretraining_source(config, workdir))
   if "eval_mlm_accuracy" in summary:
     line = f"held-out MLM accuracy {summary['eval_mlm_accuracy']:.4f}"
     if "unigram_mlm_accuracy" in summary:
@@ -37,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: flags.FLAGS(common.rewrite_legacy_overrides(argv)))

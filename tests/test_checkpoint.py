@@ -11,13 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
 from bert_jax import checkpoint as ckpt
+from bert_jax import init_from as init_from_lib
 from bert_jax import interop
+from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
+from bert_jax import preemption as preemption_lib
+from bert_jax import synthetic
 from bert_jax import train
+from bert_jax import tree as tree_lib
 
 META = {"config": {"note": "test"}, "tokenizer": {"identity": "abc"}}
 
@@ -48,7 +53,7 @@ def _perturbed(state):
 
 
 def _host(tree):
-  return ckpt.flatten_with_names(jax.device_get(tree))
+  return tree_lib.flatten_with_names(jax.device_get(tree))
 
 
 def _assert_equal(a, b):
@@ -98,7 +103,7 @@ def test_async_save_is_a_snapshot_despite_donation(tmp_path):
   config = pretrain_testlib.small_config(synthetic_data=True)
   mesh = pretrain_testlib.one_device_mesh()
   state, steps = pretrain_testlib.build(config, mesh)
-  batches = train.make_train_iterator(config, None)
+  batches = synthetic.SyntheticSource.from_config(config).train_batches()
   checkpointer = ckpt.Checkpointer(str(tmp_path / "checkpoints"))
   state, _ = steps.train(state, partitioning.host_to_device(next(batches), mesh))
   snapshot, position = jax.device_get(state), batches.get_state()
@@ -174,7 +179,7 @@ def test_foreign_checkpoint_lists_every_mismatch(fsdp8, tmp_path):
 
   # init_from of the same checkpoint: parameters only, the same strictness.
   with pytest.raises(ckpt.IncompatibleCheckpointError, match=r"bert/embeddings/word_embeddings/embedding: checkpoint \(512, 64\)"):
-    ckpt.load_params(str(tmp_path), _abstract(*other, mesh).params)
+    init_from_lib.load_params(str(tmp_path), _abstract(*other, mesh).params)
 
 
 def test_precedence_checkpoint_then_init_from_then_fresh(fsdp8, tmp_path):
@@ -248,7 +253,7 @@ def test_preemption_saves_at_the_step_boundary_then_raises(fsdp8, tmp_path):
     def get_state(self):
       return {"index": 5}
 
-  with ckpt.PreemptionWatcher() as watcher:
+  with preemption_lib.PreemptionWatcher() as watcher:
     hook = ckpt.make_step_hook(checkpointer, every_steps=100, total_steps=1000,
                                meta_fn=lambda: META, preemption=watcher)
     hook(5, state, Iter())  # not due, not preempted: nothing saved
@@ -257,7 +262,7 @@ def test_preemption_saves_at_the_step_boundary_then_raises(fsdp8, tmp_path):
     deadline = time.monotonic() + 10
     while not watcher.reached(6) and time.monotonic() < deadline:
       time.sleep(0.01)
-    with pytest.raises(ckpt.Preempted) as e:
+    with pytest.raises(preemption_lib.Preempted) as e:
       hook(6, state, Iter())
   assert e.value.step == 6
   # Committed (not a temporary directory) before Preempted propagates: the
@@ -271,9 +276,9 @@ def test_rewind_metrics_drops_later_and_torn_records(tmp_path):
   path = tmp_path / "metrics.jsonl"
   lines = [json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (5, 10, 10, 15)]
   path.write_text("".join(lines) + '{"step": 20, "lo')
-  assert ckpt.rewind_metrics(str(tmp_path), 10) == 2
+  assert metrics_lib.rewind_metrics(str(tmp_path), 10) == 2
   assert path.read_text() == "".join(lines[:3])
-  assert ckpt.rewind_metrics(str(tmp_path), 10) == 0
+  assert metrics_lib.rewind_metrics(str(tmp_path), 10) == 0
 
 
 def test_config_fields_are_checked():

@@ -15,7 +15,7 @@ from bert_jax.configs import common
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "bert_jax", "configs")
 PRESETS = ("tiny", "mini", "small", "medium", "base", "large")
-REQUIRED = ("data_dir", "num_train_steps", "global_batch_size", "max_seq_length",
+REQUIRED = ("data.data_dir", "num_train_steps", "global_batch_size", "max_seq_length",
             "max_predictions_per_seq", "learning_rate", "warmup_steps", "log_every_steps",
             "eval_every_steps", "seed")
 
@@ -42,7 +42,11 @@ def test_config_parses_and_builds(preset, variant):
   assert config.num_train_steps == 20000
   assert config.preset == preset
   for field in REQUIRED:
-    assert field in config
+    *parents, leaf = field.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    assert leaf in node
   train.validate_config(config)
   model_config = train.model_config_from(config)
   expected = model_lib.bert_config(preset)
@@ -89,3 +93,14 @@ def test_bad_field_values_are_named():
   config.model.hidden_act = "swish"
   with pytest.raises(ValueError, match="hidden_act"):
     train.validate_config(config)
+
+
+def test_moved_data_fields_keep_their_old_command_line_names():
+  argv = common.rewrite_legacy_overrides(
+      [f"--config={CONFIG_DIR}/tiny.py", "--config.data_dir=/shared/data",
+       "--config.synthetic_data=True", "--config.masked_lm_prob=0.2"])
+  config = _parse(argv)
+  assert config.data.data_dir == "/shared/data"
+  assert config.data.synthetic is True
+  assert config.data.masked_lm_prob == 0.2
+  assert "data_dir" not in config  # one name in the config itself

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
 from bert_jax import checkpoint as ckpt
 from bert_jax import model as model_lib
 from bert_jax import optim

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax import finetune
-from tests import finetune_fixtures as F
+from tests.helpers import finetune as F
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def test_classification_learns_exports_and_predicts(tmp_path, hf_dir):
   dev = F.write_tsv(tmp_path / "dev.tsv", F.sentiment_rows(64, 1))
   cfg = _config(tmp_path, hf_dir, train_file=str(train), eval_file=str(dev),
                 predict_file=str(dev), num_epochs=6)
-  results = finetune.run(cfg)
+  results = F.run(cfg)
   out = tmp_path / "out"
   assert results["eval_accuracy"] >= 0.9, results["history"]  # chance: 0.5
   assert results["trainable_parameters"] == results["total_parameters"]
@@ -60,7 +60,7 @@ def test_classification_learns_exports_and_predicts(tmp_path, hf_dir):
   np.testing.assert_allclose(probs, ours, atol=1e-4)
 
   # Without a train file: the exported head labels new input the same way.
-  again = finetune.run(finetune.FinetuneConfig(
+  again = F.run(finetune.FinetuneConfig(
       task="classification", init_from=best, output_dir=str(tmp_path / "again"),
       eval_file=str(dev), max_seq_length=16))
   assert again["eval_accuracy"] == results["eval_accuracy"]
@@ -70,7 +70,7 @@ def test_ner_learns_entities(tmp_path, hf_dir):
   train = F.write_conll(tmp_path / "train.conll", F.ner_sentences(256, 0))
   dev = F.write_conll(tmp_path / "dev.conll", F.ner_sentences(128, 1))
   plain = F.write_conll(tmp_path / "test.conll", F.ner_sentences(8, 2), with_tags=False)
-  results = finetune.run(_config(tmp_path, hf_dir, task="ner", train_file=str(train),
+  results = F.run(_config(tmp_path, hf_dir, task="ner", train_file=str(train),
                                  eval_file=str(dev), predict_file=str(plain), num_epochs=4,
                                  max_seq_length=24))
   # An all-'O' tagger scores entity F1 0.
@@ -118,17 +118,17 @@ def test_bad_input_fails_before_writing(tmp_path, hf_dir):
   train = F.write_tsv(tmp_path / "train.tsv", F.sentiment_rows(8, 0))
   dev = F.write_tsv(tmp_path / "dev.tsv", [("w1 w2", "pos"), ("w3", "maybe")])
   with pytest.raises(ValueError, match=r"dev\.tsv:3: label 'maybe' is not in the label set"):
-    finetune.run(_config(tmp_path, hf_dir, train_file=str(train), eval_file=str(dev)))
+    F.run(_config(tmp_path, hf_dir, train_file=str(train), eval_file=str(dev)))
   assert not (tmp_path / "out").exists()
   not_bert = tmp_path / "not_bert"
   not_bert.mkdir()
   (not_bert / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
   with pytest.raises(ValueError, match=r"not_bert/config\.json: model_type is 'gpt2'"):
-    finetune.run(_config(tmp_path, str(not_bert), train_file=str(train), eval_file=str(train)))
+    F.run(_config(tmp_path, str(not_bert), train_file=str(train), eval_file=str(train)))
   with pytest.raises(ValueError, match="needs an eval_file"):
-    finetune.run(_config(tmp_path, hf_dir, train_file=str(train)))
+    F.run(_config(tmp_path, hf_dir, train_file=str(train)))
   with pytest.raises(ValueError, match="id2label"):
-    finetune.run(_config(tmp_path, hf_dir, eval_file=str(train)))
+    F.run(_config(tmp_path, hf_dir, eval_file=str(train)))
   with pytest.raises(ValueError, match="no task head"):
-    finetune.run(_config(tmp_path, hf_dir, eval_file=str(train), labels=("neg", "pos")))
+    F.run(_config(tmp_path, hf_dir, eval_file=str(train), labels=("neg", "pos")))
   assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from bert_jax import interop
 from bert_jax import model as model_lib
 from data_pipeline import finetune_data as fd
 from data_pipeline import tokenizers
-from tests import finetune_fixtures as F
+from tests.helpers import finetune as F
 
 POSITIVE = ["好看", "精彩", "喜欢", "满意"]
 NEGATIVE = ["难看", "无聊", "讨厌", "失望"]
@@ -137,7 +137,7 @@ def test_chinese_character_per_line_ner_aligns_and_learns(tmp_path, hf_dir):
         assert ids[p] == tok.unk_id
       else:
         assert tok.id_to_token(ids[p]) == char
-  results = finetune.run(_config(tmp_path, hf_dir, task="ner", train_file=str(train),
+  results = F.run(_config(tmp_path, hf_dir, task="ner", train_file=str(train),
                                  eval_file=str(dev), predict_file=str(dev), num_epochs=4,
                                  max_seq_length=32))
   assert results["eval_f1"] >= 0.8, results["history"]  # all-'O' scores entity F1 0

@@ -4,8 +4,9 @@ import jax
 
 from bert_jax import finetune, interop, lora
 from bert_jax import partitioning
-from data_pipeline import finetune_data, tokenizers
-from tests import finetune_fixtures as F
+from bert_jax import tree as tree_lib
+from data_pipeline import finetune_data, hf_tokenizer, tokenizers
+from tests.helpers import finetune as F
 
 
 def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
@@ -37,22 +38,23 @@ def test_lora_trains_adapters_only_and_merges_on_export(tmp_path):
   assert np.isfinite(float(metrics["loss"]))
 
   # Frozen: bit-identical. Trained: every leaf moved (B leaves zero at the first step).
-  flat_frozen = interop.flatten_tree(frozen_before)
-  for path, after in interop.flatten_tree(jax.tree.map(np.asarray, setup.frozen)).items():
+  flat_frozen = tree_lib.flatten(frozen_before)
+  for path, after in tree_lib.flatten(jax.tree.map(np.asarray, setup.frozen)).items():
     assert after.tobytes() == flat_frozen[path].tobytes(), path
-  flat_trained = interop.flatten_tree(trained_before)
-  for path, after in interop.flatten_tree(jax.tree.map(np.asarray, state.params)).items():
+  flat_trained = tree_lib.flatten(trained_before)
+  for path, after in tree_lib.flatten(jax.tree.map(np.asarray, state.params)).items():
     assert not np.array_equal(after, flat_trained[path]), path
 
   # Export: W + (alpha / r) A B on query/value; everything else exactly the checkpoint's.
   merged = setup.merged_params(state.params)
-  finetune.save_model(str(tmp_path / "export"), cfg, bert_config, merged, ["neg", "pos"], tok)
+  finetune.save_model(str(tmp_path / "export"), cfg, bert_config, merged, ["neg", "pos"],
+                      lambda d: hf_tokenizer.export_tokenizer(tok, d, model_max_length=64))
   _, exported = interop.load_hf(str(tmp_path / "export"))
   adapters = jax.tree.map(np.asarray, state.params["lora"])
-  source = interop.flatten_tree(pretrained)
+  source = tree_lib.flatten(pretrained)
   targets = set(lora.target_kernels(pretrained))
   assert len(targets) == layers * 2
-  for path, value in interop.flatten_tree(exported).items():
+  for path, value in tree_lib.flatten(exported).items():
     if path[0] == "cls":
       continue
     if path in targets:
@@ -72,7 +74,7 @@ def test_split_combine_and_merge_identity():
       "key": {"kernel": np.ones((4, 2, 2), np.float32)}}}}}}, "classifier": {"bias": np.zeros(2)}}
   trained, frozen = lora.split(params, lambda p: p[0] == "classifier")
   assert list(trained) == ["classifier"] and "classifier" not in frozen
-  assert interop.flatten_tree(lora.combine(trained, frozen)).keys() == interop.flatten_tree(params).keys()
+  assert tree_lib.flatten(lora.combine(trained, frozen)).keys() == tree_lib.flatten(params).keys()
   adapters = jax.tree.map(np.asarray, jax.tree.map(
       lambda b: b.value, lora.init_adapters(jax.random.PRNGKey(0), params, rank=3),
       is_leaf=lambda x: hasattr(x, "names")))

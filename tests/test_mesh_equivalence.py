@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
+from bert_jax import synthetic
 from bert_jax import train
 
 STEPS = 5
@@ -32,7 +33,7 @@ def _losses(mesh, initial_state):
   _, shardings = train.abstract_train_state(config, model, tx, mesh)
   state = jax.device_put(initial_state, shardings)
   steps = train.compile_steps(config, model, tx, schedule, mesh, shardings)
-  it = train.make_train_iterator(config, None)
+  it = synthetic.SyntheticSource.from_config(config).train_batches()
   out = []
   for _ in range(STEPS):
     state, m = steps.train(state, partitioning.host_to_device(next(it), mesh))

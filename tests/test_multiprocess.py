@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from pretrain_testlib import pretrain_command
+from tests.helpers.pretrain import pretrain_command
 from test_distributed import free_port
 from test_resume import _prepare_data, read_state
 

@@ -12,7 +12,7 @@ from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import synthetic
 from bert_jax import train
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():

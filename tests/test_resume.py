@@ -17,9 +17,9 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from pretrain_testlib import pretrain_command
+from tests.helpers.pretrain import pretrain_command
 
-from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import tree as tree_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 20
@@ -150,7 +150,7 @@ def read_state(step_dir):
   import jax
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), restore_args)
   tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return checkpoint_lib.flatten_with_names(tree)
+  return tree_lib.flatten_with_names(tree)
 
 
 def _records(workdir):

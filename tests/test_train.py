@@ -9,11 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pretrain_testlib
+from tests.helpers import pretrain as pretrain_testlib
+from bert_jax import batch as batch_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import partitioning
 from bert_jax import synthetic
 from bert_jax import train
+from data_pipeline import pretraining_source
 
 TRAIN_KEYS = {"step", "loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy",
               "grad_norm", "learning_rate", "seq_per_sec", "tokens_per_sec"}
@@ -41,13 +43,13 @@ def _run_loop(setup, workdir, train_iter, state=None):
   return train.train_loop(
       config, str(workdir), state=_copy(state0) if state is None else state, steps=steps,
       mesh=mesh, train_iter=train_iter,
-      make_eval_iter=lambda: train.make_eval_iterator(config, None),
+      make_eval_iter=synthetic.SyntheticSource.from_config(config).eval_batches,
       flops_per_sequence=1e6, peak_flops=1e12)
 
 
 def test_loss_falls_on_a_repeated_batch(setup, tmp_path):
   config = setup[0]
-  batch = next(train.make_train_iterator(config, None))
+  batch = next(synthetic.SyntheticSource.from_config(config).train_batches())
   _run_loop(setup, tmp_path, itertools.repeat(batch))
   records = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "loss" in r]
   assert [r["step"] for r in records] == [4, 8, 12]
@@ -64,12 +66,12 @@ def test_non_finite_loss_stops_the_run_naming_the_step(setup, tmp_path):
       state.params)
   state = state.replace(params=params)
   with pytest.raises(train.NonFiniteLossError, match="at step 1"):
-    _run_loop(setup, tmp_path, train.make_train_iterator(config, None), state=state)
+    _run_loop(setup, tmp_path, synthetic.SyntheticSource.from_config(config).train_batches(), state=state)
 
 
 def test_train_step_is_deterministic_given_step_and_differs_across_steps(setup):
   config, mesh, state0, steps = setup
-  batch = partitioning.host_to_device(next(train.make_train_iterator(config, None)), mesh)
+  batch = partitioning.host_to_device(next(synthetic.SyntheticSource.from_config(config).train_batches()), mesh)
   _, m_a = steps.train(_copy(state0), batch)
   _, m_b = steps.train(_copy(state0), batch)
   _, m_c = steps.train(_copy(state0).replace(step=jnp.asarray(5, jnp.int32)), batch)
@@ -84,7 +86,7 @@ def test_train_and_evaluate_writes_metrics_events_and_curves(tmp_path):
                                          log_every_steps=2, eval_every_steps=4,
                                          checkpoint_every_steps=0, mesh_shape=(2, 2, 2),
                                          num_micro_batches=2)
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = pretrain_testlib.run_pretraining(config, str(tmp_path))
   records = metrics_lib.read_metrics(str(tmp_path))
   train_records = [r for r in records if "loss" in r]
   eval_records = [r for r in records if "eval_mlm_loss" in r]
@@ -115,40 +117,40 @@ def test_batch_not_divisible_by_data_parallel_devices(tmp_path):
   config = pretrain_testlib.small_config(synthetic_data=True, global_batch_size=12,
                                          eval_batch_size=16)
   with pytest.raises(ValueError, match=r"global_batch_size=12.*8 data-parallel devices"):
-    train.train_and_evaluate(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_micro_batches_must_divide_over_devices(tmp_path):
   config = pretrain_testlib.small_config(synthetic_data=True, num_micro_batches=4)
   with pytest.raises(ValueError, match=r"micro-batches of 4 sequences"):
-    train.train_and_evaluate(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_mesh_not_matching_device_count(tmp_path):
   config = pretrain_testlib.small_config(synthetic_data=True, mesh_shape=(3, 1, 1))
   with pytest.raises(ValueError, match=r"mesh_shape \(3, 1, 1\).*8 are available"):
-    train.train_and_evaluate(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_missing_data_dir(tmp_path):
   config = pretrain_testlib.small_config(data_dir=str(tmp_path / "nope"))
   with pytest.raises(FileNotFoundError, match="config.data_dir"):
-    train.train_and_evaluate(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_data_vocabulary_larger_than_the_model(tmp_path, monkeypatch):
   data_dir = tmp_path / "data"
   data_dir.mkdir()
-  monkeypatch.setattr(train, "read_manifest", lambda d: {"vocab_size": 8192})
+  monkeypatch.setattr(pretraining_source, "read_manifest", lambda d: {"vocab_size": 8192})
   config = pretrain_testlib.small_config(data_dir=str(data_dir))
   with pytest.raises(ValueError, match=r"vocabulary of 8192 ids.*config.model.vocab_size=512"):
-    train.train_and_evaluate(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_synthetic_batches_honour_the_contract():
   b = synthetic.synthetic_batch(np.random.default_rng(0), 4, 32, 5, 100)
   dtypes = {k: v.dtype for k, v in b.items()}
-  assert dtypes == {**{k: np.int32 for k in train.BATCH_KEYS}, "masked_lm_weights": np.float32}
+  assert dtypes == {**{k: np.int32 for k in batch_lib.PRETRAINING_KEYS}, "masked_lm_weights": np.float32}
   assert b["input_ids"].shape == (4, 32) and b["masked_lm_ids"].shape == (4, 5)
   assert (b["input_ids"][:, 0] == synthetic.CLS_ID).all()
   real = b["masked_lm_weights"] > 0

@@ -34,17 +34,22 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.preset = preset
   c.model = model_config(preset)
 
-  # Data. An empty data_dir means the quickstart: the embedded default corpus is
-  # prepared under WORKDIR/data with the model's vocabulary size.
-  c.data_dir = ""
-  c.synthetic_data = False      # random contract batches: benchmarks, smoke tests
+  # Data: read by the launcher, which builds the data source (the text package's
+  # prepared shards / quickstart corpus, or bert_jax.synthetic) and hands it to the
+  # loop; bert_jax itself never reads config.data. An empty data_dir means the
+  # quickstart: the embedded default corpus is prepared under WORKDIR/data with the
+  # model's vocabulary size.
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""
+  c.data.synthetic = False      # random contract batches: benchmarks, smoke tests
+  c.data.masked_lm_prob = 0.15
+  c.data.short_seq_prob = 0.1
+  c.data.pair_mode = "nsp"
+  c.data.whole_word_masking = False
+  c.data.worker_count = 0
+  # The shapes the model is built for; the source makes batches of these.
   c.max_seq_length = 128
   c.max_predictions_per_seq = 20
-  c.masked_lm_prob = 0.15
-  c.short_seq_prob = 0.1
-  c.pair_mode = "nsp"
-  c.whole_word_masking = False
-  c.worker_count = 0
 
   # Optimisation.
   c.global_batch_size = 256
@@ -79,6 +84,38 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.keep_period = 0                # ... and every step divisible by this (> 0) for good
   c.init_from = ""                 # one of our workdirs/checkpoints, or a Hugging Face BERT dir
   return c
+
+
+# Fields that moved under config.data: `--config.OLD=` still works on the command
+# line (rewritten to the new name by `rewrite_legacy_overrides`).
+MOVED_FIELDS = {
+    "data_dir": "data.data_dir",
+    "synthetic_data": "data.synthetic",
+    "masked_lm_prob": "data.masked_lm_prob",
+    "short_seq_prob": "data.short_seq_prob",
+    "pair_mode": "data.pair_mode",
+    "whole_word_masking": "data.whole_word_masking",
+    "worker_count": "data.worker_count",
+}
+
+
+def rewrite_legacy_overrides(argv: list[str], flag: str = "config") -> list[str]:
+  """argv with `--config.data_dir=X` (a field's old name, see MOVED_FIELDS) spelled
+  `--config.data.data_dir=X`, so command lines written before the move keep working.
+  Launchers pass the result both to `DEFINE_config_file(sys_argv=...)` (override flags
+  are declared from it) and to the flag parser."""
+  out = []
+  for arg in argv:
+    for old, new in MOVED_FIELDS.items():
+      for prefix in (f"--{flag}.{old}", f"-{flag}.{old}"):
+        if arg == prefix or arg.startswith(prefix + "="):
+          arg = f"--{flag}.{new}" + arg[len(prefix):]
+          break
+      else:
+        continue
+      break
+    out.append(arg)
+  return out
 
 
 def _default_rules():

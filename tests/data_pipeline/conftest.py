@@ -1,8 +1,8 @@
-"""Shared tiny datasets for the data_pipeline tests (helpers live in dp_fixtures.py)."""
+"""Shared tiny datasets for the data_pipeline tests (helpers live in tests/helpers/data.py)."""
 import os
 
 import pytest
-from dp_fixtures import write_synthetic_corpus, write_vocab
+from tests.helpers.data import write_synthetic_corpus, write_vocab
 
 from data_pipeline import prepare as prepare_lib
 

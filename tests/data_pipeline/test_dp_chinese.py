@@ -10,9 +10,9 @@ import warnings
 import jieba
 import numpy as np
 import pytest
-from cjk_fixtures import (JAPANESE, PARAGRAPHS, bert_chinese_vocab, chinese_documents,
-                          write_paragraph_corpus)
-from dp_fixtures import write_vocab
+from tests.helpers.cjk import (JAPANESE, PARAGRAPHS, bert_chinese_vocab, chinese_documents,
+                               write_paragraph_corpus)
+from tests.helpers.data import write_vocab
 
 from data_pipeline import corpus, loader, prepare as prepare_lib, tokenizers
 from data_pipeline import text_scripts, word_segmentation

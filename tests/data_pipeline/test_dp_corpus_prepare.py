@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from dp_fixtures import write_synthetic_corpus, write_vocab
+from tests.helpers.data import write_synthetic_corpus, write_vocab
 
 from data_pipeline import corpus, prepare as prepare_lib
 

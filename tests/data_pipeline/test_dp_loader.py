@@ -3,10 +3,11 @@ import json
 
 import numpy as np
 import pytest
-from dp_fixtures import FIRST_WORD_ID, doc_of_token
+from tests.helpers.data import FIRST_WORD_ID, doc_of_token
 
 from data_pipeline import instances
-from data_pipeline.loader import (CONTRACT_KEYS, LoaderConfig, make_pretraining_iterator,
+from bert_jax.batch import PRETRAINING_KEYS as CONTRACT_KEYS
+from data_pipeline.loader import (LoaderConfig, make_pretraining_iterator,
                                   read_manifest)
 
 L, P = 64, 10

@@ -5,10 +5,10 @@ import sys
 import jax
 import numpy as np
 
-from bert_jax import model as model_lib
-from bert_jax import optim
 from bert_jax import train
+from bert_jax.configs import common
 from bert_jax.configs import tiny
+from launch import sources
 
 
 def small_config(**fields):
@@ -19,6 +19,7 @@ def small_config(**fields):
   c.model.hidden_dropout_prob = 0.1
   c.model.attention_probs_dropout_prob = 0.1
   for k, v in fields.items():
+    k = common.MOVED_FIELDS.get(k, k)  # data_dir= means data.data_dir=, as on the command line
     target = c
     *parents, leaf = k.split(".")
     for p in parents:
@@ -28,6 +29,12 @@ def small_config(**fields):
   return c
 
 
+def run_pretraining(config, workdir):
+  """`train.train_and_evaluate` on the source `config.data` names, as launch.pretrain runs it."""
+  return train.train_and_evaluate(config, workdir,
+                                  sources.make_pretraining_source(config, workdir))
+
+
 def one_device_mesh():
   return jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1),
                            ("data", "fsdp", "tensor"),
@@ -35,11 +42,9 @@ def one_device_mesh():
 
 
 def build(config, mesh):
-  """(state, compiled steps) for `config` on `mesh`."""
-  model = model_lib.BertForPreTraining(train.model_config_from(config))
-  tx, schedule = optim.optimizer_from_config(config)
-  state, shardings = train.create_train_state(config, model, tx, mesh)
-  return state, train.compile_steps(config, model, tx, schedule, mesh, shardings)
+  """(state, compiled steps) for `config` on `mesh` (the loop's own `train.setup`)."""
+  job = train.setup(config, mesh)
+  return job.init_state(), job.steps
 
 
 def pretrain_command(workdir, data_dir, **overrides):

@@ -1,4 +1,4 @@
-"""Helpers for the data_pipeline tests (imported by name; conftest.py holds the fixtures).
+"""Helpers for the data_pipeline tests (imported as `from tests.helpers.data import ...`; conftest.py holds the fixtures).
 
 The synthetic dataset is made through the real prepare path with a WordPiece vocabulary of
 made-up words "tN" (N = the token id), so every token id in a batch tells which document

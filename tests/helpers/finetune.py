@@ -96,3 +96,10 @@ def write_conll(path, sentences, with_tags=True):
 def read_json(path):
   with open(path) as f:
     return json.load(f)
+
+
+def run(cfg):
+  """`finetune.run` with the task's text side, as launch.finetune calls it."""
+  from bert_jax import finetune
+  from data_pipeline import finetune_text
+  return finetune.run(cfg, finetune_text.make_text_task(cfg.task, **cfg.text_options()))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bert_jax import eval_metrics as M
+from bert_jax import finetune_metrics as M
 
 
 def test_classification_hand_computed():
