@@ -2,6 +2,7 @@
 
 python -m launch.benchmark_data [--workdir=/tmp/bert_jax_bench] [--num_workers=2] \
     [--input=GLOB --tokenizer=PATH]    (default: the quickstart corpus and tokenizer)
+    [--text_format=paragraphs --word_segmenter=jieba]   (Chinese whole-word masking)
 Prints one JSON line per measurement.
 """
 import json
@@ -20,6 +21,10 @@ _INPUT = flags.DEFINE_string("input", None, "Text globs (default: quickstart cor
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer (default: quickstart's).")
 _COPIES = flags.DEFINE_list("copies", ["1", "4"], "Corpus sizes (copies) for the memory check.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Loader measuring time per setting.")
+_FORMAT = flags.DEFINE_enum("text_format", "bert", ["bert", "lines", "paragraphs"],
+                            "Input layout.")
+_SEGMENTER = flags.DEFINE_enum("word_segmenter", None, ["jieba"], "Store Chinese word "
+                               "starts (whole-word masking then reads them).")
 
 
 def main(argv):
@@ -43,7 +48,8 @@ def main(argv):
       spec = os.path.join(rep, "*")
     out = os.path.join(_WORKDIR.value, f"prepared_x{copies}")
     shutil.rmtree(out, ignore_errors=True)
-    result = benchmark.measure_prepare(spec, tokenizer, out, _WORKERS.value)
+    result = benchmark.measure_prepare(spec, tokenizer, out, _WORKERS.value, _FORMAT.value,
+                                       _SEGMENTER.value)
     print(json.dumps({"prepare": result, "copies": copies}), flush=True)
   # The loader reads the largest prepared copy: an epoch walk per few batches of a tiny
   # corpus would count for more than it does on a real one.

@@ -38,16 +38,17 @@ def main(argv):
       pair_mode=_MODE.value, whole_word_masking=_WWM.value, seed=_SEED.value))
   manifest = it.manifest
   tokenizer = load_tokenizer(_DATA.value)
-  batches = []
-  for _ in range(_N.value):
+  batches, chunk_sentences = [], []
+  for step in range(_N.value):
     try:
       batches.append(next(it))
     except StopIteration:
       break
+    chunk_sentences.append(it.chunk_sentence_counts(step))
   for row in range(min(_SHOW.value, len(batches[0]["input_ids"]))):
     print(render_example(batches[0], row, tokenizer.id_to_token, manifest))
     print()
-  print(json.dumps(batch_statistics(batches, manifest)))
+  print(json.dumps(batch_statistics(batches, manifest, chunk_sentences)))
   if _DUMP.value:
     arrays = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     arrays.update({k: np.int32(manifest[k]) for k in SPECIAL_KEYS})
