@@ -29,7 +29,11 @@ A batch without instance_ids is unpacked.
 
 Fine-tuning batch: the three input keys plus `labels` ([B] int32 class ids, [B]
 float32 regression targets, or [B, L] int32 token tags with IGNORE_INDEX where no
-tag is predicted); a task may add keys of its own (see `bert_jax.tasks`).
+tag is predicted); a task may add keys of its own (see `bert_jax.tasks`). Extractive
+QA rows are context windows, several per question, with `start_positions` and
+`end_positions` ([B] int32; 0 = [CLS]: the answer is not in this window / there is
+none) and `label_weights` ([B] float32; 0 for windows not to train on) instead of
+`labels` (QA_KEYS).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ PRETRAINING_KEYS = INPUT_KEYS + ("masked_lm_positions", "masked_lm_ids", "masked
                                  "next_sentence_labels")
 PACKED_KEYS = ("position_ids", "instance_ids", "cls_positions", "instance_weights")
 FINETUNING_KEYS = INPUT_KEYS + ("labels",)
+QA_KEYS = INPUT_KEYS + ("start_positions", "end_positions", "label_weights")
 
 # Label of a position that predicts nothing (sub-tokens after a word's first,
 # specials, padding): PyTorch's and transformers' cross-entropy ignore_index.

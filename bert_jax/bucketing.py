@@ -91,13 +91,16 @@ def take(arrays: dict[str, np.ndarray], indices: np.ndarray, width: int,
 def scatter_outputs(pieces: Iterator[tuple[np.ndarray, np.ndarray]], n: int,
                     max_seq_length: int, per_token: bool) -> np.ndarray:
   """Outputs of (indices, outputs) pieces, back in input order. With `per_token`, outputs
-  are [n_i, width, ...] and are padded with zeros back to `max_seq_length`."""
+  are [n_i, width, ...] and are padded back to `max_seq_length`: integers (tag ids) with 0,
+  floats (e.g. QA start/end logits) with -1e9, so that a padded position never wins an
+  argmax or a top-k."""
   result = None
   for indices, outputs in pieces:
     outputs = np.asarray(outputs)
     if result is None:
       tail = (max_seq_length,) + outputs.shape[2:] if per_token else outputs.shape[1:]
-      result = np.zeros((n,) + tail, outputs.dtype)
+      fill = -1e9 if per_token and np.issubdtype(outputs.dtype, np.floating) else 0
+      result = np.full((n,) + tail, fill, outputs.dtype)
     if per_token:
       result[indices, :outputs.shape[1]] = outputs
     else:

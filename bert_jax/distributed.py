@@ -14,7 +14,9 @@ only decides how to call it and turns its failure modes into clear errors:
 The raw runtime aborts the process from C++ when the coordinator cannot be
 reached in time, and accepts processes that disagree on how many they are; so
 non-coordinators first check that the coordinator's port answers, and after
-start-up all processes compare what they were told.
+start-up all processes compare what they were told. Once joined, a failure of any
+process ends every process of the job within `failure_timeout_s` (see
+`job_failure`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from bert_jax import job_failure
+
 
 class DistributedSetupError(RuntimeError):
   """The processes could not form one job (unreachable coordinator, disagreeing counts)."""
@@ -40,6 +44,9 @@ class DistributedConfig:
   process_id: int | None = None
   local_device_ids: tuple[int, ...] | None = None
   timeout_s: int = 300                     # to connect, and for every process to arrive
+  # A process silent this long (killed, hung node) is dead: the others stop. Also
+  # bounds jax's shutdown barrier, entered only once every process has finished.
+  failure_timeout_s: int = 30
 
   @property
   def explicit(self) -> bool:
@@ -81,6 +88,8 @@ def _check_explicit(config: DistributedConfig) -> tuple[str, int, int]:
   n, i = int(config.num_processes), int(config.process_id)
   if n < 1:
     raise ValueError(f"--num_processes={n}: must be at least 1")
+  if config.failure_timeout_s < 1:
+    raise ValueError(f"--failure_timeout_s={config.failure_timeout_s}: must be at least 1")
   if not 0 <= i < n:
     raise ValueError(f"--process_id={i}: must be in [0, {n}) for --num_processes={n}")
   return config.coordinator_address, n, i
@@ -125,13 +134,29 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> None:
     jax.distributed.initialize(
         coordinator_address=address, num_processes=n, process_id=i,
         local_device_ids=list(config.local_device_ids) if config.local_device_ids else None,
-        initialization_timeout=int(config.timeout_s))
+        **_timeouts(config))
+    _guard_job()
     _check_agreement(n)
   else:
     logging.info("joining the distributed runtime of this %s job", cluster)
-    jax.distributed.initialize(initialization_timeout=int(config.timeout_s))
+    jax.distributed.initialize(**_timeouts(config))
+    _guard_job()
   logging.info("process %d of %d: %d local devices, %d in all", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _timeouts(config: DistributedConfig) -> dict:
+  return dict(initialization_timeout=int(config.timeout_s),
+              heartbeat_timeout_seconds=int(config.failure_timeout_s),
+              shutdown_timeout_seconds=int(config.failure_timeout_s))
+
+
+def _guard_job() -> None:
+  """From here on a failure of any process ends them all (`job_failure`)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  state = jax_distributed.global_state
+  if state.client is not None:
+    job_failure.start(state.client, state.process_id, state.num_processes)
 
 
 def _check_agreement(declared: int) -> None:

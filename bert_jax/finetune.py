@@ -64,6 +64,8 @@ from bert_jax import tree as tree_lib
 TASKS = tasks_lib.NAMES
 BEST_MODEL_DIR = "best_model"
 FINETUNE_META = "finetune.json"
+# FinetuneConfig fields that default to None take the task's `defaults`, else these.
+_GENERIC_DEFAULTS = {"max_seq_length": 128, "num_epochs": 3}
 
 
 def _field(default, help_text: str, **kw):
@@ -91,12 +93,13 @@ class FinetuneConfig:
   tags_key: str = _field("tags", "NER JSONL: key of the tags.")
   labels: tuple[str, ...] | None = _field(
       None, "The label set, in id order (default: the sorted labels of the train file).")
-  max_seq_length: int = _field(128, "Tokens per sequence.")
+  max_seq_length: int | None = _field(None, "Tokens per sequence (default: the task's; 128, "
+                                      "QA 384).")
   batch_size: int = _field(32, "Global training batch size.")
   eval_batch_size: int = _field(64, "Global eval batch.")
   learning_rate: float = _field(3e-5, "Peak learning rate (BERT: 2e-5 to 5e-5; LoRA usually "
                                 "wants ~1e-4 to 1e-3).")
-  num_epochs: int = _field(3, "Training epochs.")
+  num_epochs: int | None = _field(None, "Training epochs (default: the task's; 3, QA 2).")
   warmup_fraction: float = _field(0.1, "Warmup share of the steps.")
   weight_decay: float = _field(0.01, "AdamW weight decay.")
   grad_clip_norm: float = _field(1.0, "Global gradient-norm clipping.")
@@ -113,21 +116,44 @@ class FinetuneConfig:
   length_buckets: int = _field(
       4, "Batch widths examples are bucketed into (4: L/8, L/4, L/2, L; see "
       "bert_jax/bucketing.py); 1: every batch padded to max_seq_length.")
+  # Question answering (--task=qa); BERT's run_squad.py defaults.
+  version_2_with_negative: bool = _field(
+      False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).")
+  doc_stride: int = _field(128, "QA: tokens between the STARTS of consecutive context windows "
+                           "(BERT's doc_stride; transformers' stride is the overlap instead).")
+  max_query_length: int = _field(64, "QA: question tokens kept (the rest is cut).")
+  n_best_size: int = _field(20, "QA: start / end candidates per window, and n-best list size.")
+  max_answer_length: int = _field(30, "QA: longest answer, in tokens.")
+  null_score_diff_threshold: float = _field(
+      0.0, "QA v2.0: answer \"\" when null score - best span score exceeds this (tune it: "
+      "eval_results.json's eval_best_f1_thresh).")
+  qa_metric: str = _field("auto", "QA scoring: squad (official EM/F1), cmrc (CMRC 2018, "
+                          "Chinese), auto (cmrc when the contexts are mostly CJK).",
+                          enum=("auto", "squad", "cmrc"))
+
+  def with_task_defaults(self) -> "FinetuneConfig":
+    """This config with the unset (None) fields filled from the task's defaults."""
+    task = tasks_lib.get(self.task)
+    defaults = {**_GENERIC_DEFAULTS, **task.defaults}
+    filled = {name: defaults[name] for name in _GENERIC_DEFAULTS if getattr(self, name) is None}
+    return dataclasses.replace(self, **filled)
 
   def validate(self) -> None:
     for name in ("task", "init_from", "output_dir"):
       if not getattr(self, name):
         raise ValueError(f"{name} is required")
     task = tasks_lib.get(self.task)
+    resolved = self.with_task_defaults()
     if self.train_file is None and self.eval_file is None and self.predict_file is None:
       raise ValueError("nothing to do: give a train_file (with an eval_file), an eval_file or a "
                        "predict_file")
     if self.train_file is not None and self.eval_file is None:
       raise ValueError("training needs an eval_file: the best epoch is chosen on it")
     for name in ("max_seq_length", "batch_size", "eval_batch_size", "num_epochs",
-                 "log_every_steps", "length_buckets"):
-      if int(getattr(self, name)) <= 0:
-        raise ValueError(f"{name}={getattr(self, name)}: must be positive")
+                 "log_every_steps", "length_buckets", "doc_stride", "max_query_length", "n_best_size",
+                 "max_answer_length"):
+      if int(getattr(resolved, name)) <= 0:
+        raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise ValueError(f"warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
     if self.learning_rate <= 0:
@@ -147,7 +173,11 @@ class FinetuneConfig:
     """The reading options the text side takes (the text package's `finetune_text`)."""
     return dict(text_column=self.text_column, text_pair_column=self.text_pair_column,
                 label_column=self.label_column, tokens_key=self.tokens_key,
-                tags_key=self.tags_key)
+                tags_key=self.tags_key, version_2_with_negative=self.version_2_with_negative,
+                doc_stride=self.doc_stride, max_query_length=self.max_query_length,
+                n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
+                null_score_diff_threshold=self.null_score_diff_threshold,
+                qa_metric=self.qa_metric)
 
 
 class TextSide(Protocol):
@@ -523,6 +553,7 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   written to eval_results.json (`history` holds every epoch's eval metrics). `text`
   is the task's text side (`finetune_text.make_text_task` of the text package)."""
   cfg.validate()
+  cfg = cfg.with_task_defaults()
   task = tasks_lib.get(cfg.task)
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   dp = partitioning.data_parallel_size(mesh)
@@ -556,7 +587,7 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                 if cfg.predict_file else None)
 
   head = None
-  if checkpoint_labels == task.label_names(label_list):
+  if task.head_matches(checkpoint_labels, label_list):
     head = task.head_from_hf(interop.read_state_dict(cfg.init_from), len(label_list),
                              bert_config.hidden_size)
   if train is None and head is None:

@@ -497,6 +497,23 @@ class BertForTokenClassification(nn.Module):
     return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(sequence)
 
 
+class BertForQuestionAnswering(nn.Module):
+  """Extractive QA: one dense layer on each token, start and end logits ([B, L] each).
+
+  Named as transformers' `BertForQuestionAnswering` (`bert` without a pooler,
+  `qa_outputs` a Linear(H, 2) whose output 0 is the start, 1 the end logit);
+  like it, no dropout before the head.
+  """
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
+    sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
+        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "qa_outputs")(sequence)
+    return logits[..., 0], logits[..., 1]
+
+
 def dummy_inputs(config: BertConfig, batch_size: int = 1, seq_len: int = 8,
                  num_predictions: int | None = 2) -> dict[str, jax.Array]:
   """Zero inputs of the right shapes and dtypes, for `init` and `eval_shape`."""

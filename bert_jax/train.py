@@ -28,6 +28,7 @@ from bert_jax import batch as batch_lib
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import distributed
 from bert_jax import flops as flops_lib
+from bert_jax import job_failure
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
@@ -489,7 +490,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
           make_eval_iter=source.eval_batches,
           flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
-          step_hooks=(save_hook,), accumulator=accumulator)
+          step_hooks=(save_hook, job_failure.test_step_hook), accumulator=accumulator)
   except preemption_lib.Preempted as p:
     print(f"preempted: stopped after step {p.step}, checkpoint committed in {p.directory}; "
           f"run the same command to resume", flush=True)

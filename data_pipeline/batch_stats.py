@@ -35,8 +35,11 @@ def render_example(batch: dict, row: int, id_to_token, manifest: dict) -> str:
   return f"label={label} len={n}: " + " ".join(out)
 
 
-def batch_statistics(batches: list[dict], manifest: dict) -> dict:
-  """Measured rates over the given batches (one JSON-able dict)."""
+def batch_statistics(batches: list[dict], manifest: dict,
+                     chunk_sentences: list[np.ndarray] | None = None) -> dict:
+  """Measured rates over the given batches (one JSON-able dict). With `chunk_sentences`
+  (per batch, the sentences in each example's chunk) also the NSP rate among chunks of
+  two or more sentences (a one-sentence chunk always gets a random B)."""
   cat = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   ids = cat["input_ids"]
   w = cat["masked_lm_weights"] > 0
@@ -52,6 +55,12 @@ def batch_statistics(batches: list[dict], manifest: dict) -> dict:
   length = real.sum(1)
   max_len = ids.shape[1]
   n_masked = max(int(w.sum()), 1)
+  extra = {}
+  if chunk_sentences is not None:
+    multi = np.concatenate(chunk_sentences) >= 2
+    extra = {"multi_sentence_chunk_share": float(multi.mean()),
+             "nsp_positive_rate_multi_sentence_chunks": float(
+                 np.mean(cat["next_sentence_labels"][multi] == 0)) if multi.any() else 0.0}
   return {
       "sequences": int(len(ids)),
       "mask_rate": float(w.sum() / max(int(maskable.sum()), 1)),
@@ -63,4 +72,5 @@ def batch_statistics(batches: list[dict], manifest: dict) -> dict:
       "mean_length": float(length.mean()),
       "mean_predictions": float(w.sum(1).mean()),
       "max_seq_length": int(max_len),
+      **extra,
   }

@@ -10,11 +10,13 @@ import time
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 
 
-def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: int) -> dict:
+def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: int,
+                    text_format: str = "bert", word_segmenter: str | None = None) -> dict:
   """Runs prepare in a child process (so its peak RSS, workers included, is measurable)."""
   code = ("import json, resource; from data_pipeline.prepare import prepare; "
           f"m = prepare({output_dir!r}, {tokenizer!r}, inputs={inputs!r}, "
-          f"num_workers={num_workers}, docs_per_shard=2000, progress=False); "
+          f"num_workers={num_workers}, docs_per_shard=2000, progress=False, "
+          f"text_format={text_format!r}, word_segmenter={word_segmenter!r}); "
           "r = resource.getrusage; "
           "print(json.dumps({'bytes': m['input_bytes'], 'seconds': m['last_run']['seconds'], "
           "'main_kb': r(resource.RUSAGE_SELF).ru_maxrss, "
@@ -23,7 +25,7 @@ def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: i
   result = json.loads(out.stdout.strip().splitlines()[-1])
   mb_s = result["bytes"] / 1e6 / result["seconds"]
   return {"input_mb": round(result["bytes"] / 1e6, 2), "seconds": result["seconds"],
-          "num_workers": num_workers, "mb_per_s": round(mb_s, 2),
+          "num_workers": num_workers, "word_segmenter": word_segmenter, "mb_per_s": round(mb_s, 2),
           "mb_per_s_per_worker": round(mb_s / max(num_workers, 1), 2),
           "peak_rss_mb_main": round(result["main_kb"] / 1024, 1),
           "peak_rss_mb_largest_worker": round(result["worker_kb"] / 1024, 1)}

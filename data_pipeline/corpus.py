@@ -7,7 +7,13 @@ into the manifest: nothing is dropped without being counted.
 Local layouts (`text_format`):
   "bert"        one sentence per line, a blank line between documents (google-research/bert).
   "lines"       one document per line, split into sentences by `split_sentences`.
-  "paragraphs"  one document per blank-line-separated paragraph, split likewise.
+  "paragraphs"  one document per blank-line-separated paragraph, split likewise (its
+                hard-wrapped lines joined by `text_scripts.join_lines`: no space between
+                two CJK characters).
+Sentence splitting, line joining and the optional NFKC normalisation are script-aware
+(Latin, Chinese, Japanese; text_scripts.py). Files are UTF-8 unless `encoding` says
+otherwise (GB18030, Shift-JIS, ...); a file that does not decode is an error naming its
+first bad line, a stray bad line in a file that does decode is counted and skipped.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ import dataclasses
 import glob
 import gzip
 import os
-import re
 from collections.abc import Iterator, Sequence
+
+from data_pipeline import text_scripts
 
 TEXT_FORMATS = ("bert", "lines", "paragraphs")
 _BINARY_SNIFF_BYTES = 8192
@@ -65,17 +72,10 @@ class SkipLog:
     return log
 
 
-# A sentence ends at . ! or ? (optionally followed by closing quotes or brackets) when
-# whitespace and then an uppercase letter, digit or opening quote follow. Simple and
-# predictable; abbreviations such as "Dr. Smith" are split wrongly, which costs little
-# for pretraining (BERT only needs roughly sentence-sized units).
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-  """Splits running text into sentences with the rule above; drops empty pieces."""
-  text = " ".join(text.split())
-  return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+def split_sentences(text: str, rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES
+                    ) -> list[str]:
+  """Running text -> sentences, for Latin and CJK scripts (rules in text_scripts.py)."""
+  return text_scripts.split_sentences(text, rules)
 
 
 def expand_inputs(inputs: str | Sequence[str]) -> list[str]:
@@ -107,21 +107,64 @@ def _looks_binary(path: str) -> bool:
   return b"\x00" in head
 
 
-def _lines(path: str, skips: SkipLog) -> Iterator[tuple[int, str]]:
-  """(1-based line number, decoded line without newline); bad UTF-8 lines are counted."""
+# A file whose undecodable lines pass this share of the lines read so far (and at least
+# two of them) is in another encoding: an error, rather than a corpus silently thinned.
+_BAD_LINE_SHARE = 0.01
+
+
+def _encoding_error(path: str, encoding: str, first_bad: int, bad: int, read: int) -> CorpusError:
+  other = "gb18030" if encoding.replace("-", "").lower() == "utf8" else "utf-8"
+  return CorpusError(
+      f"{path}:{first_bad}: not valid {encoding} ({bad} of the first {read} lines do not "
+      f"decode); if the file is in another encoding (Chinese corpora often come as "
+      f"GB18030/GBK, Japanese as Shift-JIS), pass it with --encoding (e.g. "
+      f"--encoding={other})")
+
+
+def _lines(path: str, skips: SkipLog, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+  """(1-based line number, decoded line without newline); a stray bad line is counted."""
   opener = gzip.open if path.endswith(".gz") else open
+  bad, first_bad, number = 0, 0, 0
   try:
     with opener(path, "rb") as f:
       for number, raw in enumerate(f, 1):
         try:
-          yield number, raw.decode("utf-8").rstrip("\r\n")
+          yield number, raw.decode(encoding).rstrip("\r\n")
         except UnicodeDecodeError:
-          skips.add("invalid_utf8_line", f"{path}:{number}")
+          bad += 1
+          first_bad = first_bad or number
+          if bad >= 2 and bad > _BAD_LINE_SHARE * number:
+            raise _encoding_error(path, encoding, first_bad, bad, number) from None
+          skips.add(f"invalid_{_codec_name(encoding)}_line", f"{path}:{number}")
   except (OSError, EOFError) as e:
     raise CorpusError(f"{path}: read failed ({e})") from e
+  if bad and bad == number:
+    raise _encoding_error(path, encoding, first_bad, bad, number)
 
 
-def _file_documents(path: str, text_format: str, skips: SkipLog) -> Iterator[Document]:
+def _codec_name(encoding: str) -> str:
+  """'utf-8' -> 'utf8' (the skip reason kept from before encodings were selectable)."""
+  return encoding.replace("-", "").replace("_", "").lower()
+
+
+def check_encoding(encoding: str) -> str:
+  """The codec's name; a CorpusError naming the parameter when Python has no such codec."""
+  import codecs
+  try:
+    codec = codecs.lookup(encoding)
+  except LookupError:
+    raise CorpusError(f"encoding={encoding!r} is not a text encoding Python knows (e.g. "
+                      f"utf-8, gb18030, gbk, big5, shift_jis, euc-kr)") from None
+  if not "a\n".encode(codec.name).endswith(b"a\n"):
+    # Lines are found in the raw bytes (so that a bad line can be named and skipped), which
+    # needs an encoding where byte 0x0A is always a newline: not UTF-16/32.
+    raise CorpusError(f"encoding={encoding!r} is not ASCII-compatible; convert the corpus "
+                      f"to UTF-8 (e.g. iconv -f {encoding} -t utf-8)")
+  return encoding
+
+
+def _file_documents(path: str, text_format: str, skips: SkipLog, encoding: str,
+                    rules: text_scripts.TextRules) -> Iterator[Document]:
   if os.path.getsize(path) == 0:
     skips.add("empty_file", path)
     return
@@ -135,12 +178,12 @@ def _file_documents(path: str, text_format: str, skips: SkipLog) -> Iterator[Doc
 
   def flush():
     if text_format == "bert":
-      sentences = [" ".join(line.split()) for line in block]
+      sentences = [s for s in (text_scripts.normalize(line, rules) for line in block) if s]
     else:
-      sentences = split_sentences(" ".join(block))
+      sentences = text_scripts.split_sentences(text_scripts.join_lines(block), rules)
     return Document(sentences, f"{path}:{block_start}", block_bytes) if sentences else None
 
-  for number, line in _lines(path, skips):
+  for number, line in _lines(path, skips, encoding):
     if text_format == "lines":
       if line.strip():
         block, block_start, block_bytes = [line], number, len(line.encode()) + 1
@@ -175,13 +218,19 @@ def _file_documents(path: str, text_format: str, skips: SkipLog) -> Iterator[Doc
 
 
 def iter_text_documents(inputs: str | Sequence[str], text_format: str = "bert",
-                        skips: SkipLog | None = None) -> Iterator[Document]:
-  """Streams documents from local text files (globs, gzip) in a stable order."""
+                        skips: SkipLog | None = None, encoding: str = "utf-8",
+                        rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES
+                        ) -> Iterator[Document]:
+  """Streams documents from local text files (globs, gzip) in a stable order.
+
+  `encoding` is the files' text encoding; `num_bytes` of a document counts its UTF-8 bytes.
+  """
   if text_format not in TEXT_FORMATS:
     raise CorpusError(f"text_format must be one of {TEXT_FORMATS}, got {text_format!r}")
+  check_encoding(encoding)
   skips = skips if skips is not None else SkipLog()
   for path in expand_inputs(inputs):
-    yield from _file_documents(path, text_format, skips)
+    yield from _file_documents(path, text_format, skips, encoding, rules)
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
@@ -193,12 +242,15 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
 
 
 def iter_tfds_documents(spec: str, data_dir: str | None, split: str = "train",
-                        skips: SkipLog | None = None) -> Iterator[Document]:
+                        skips: SkipLog | None = None,
+                        rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES
+                        ) -> Iterator[Document]:
   """Streams documents from a prepared TFDS dataset ('name[/config][:version]:feature').
 
   Read through `tfds.data_source` (array_record files), so tensorflow is not needed. Each
   non-empty line of the text feature is split into sentences with `split_sentences` (a
-  BERT-format line is one sentence and stays whole; a Wikipedia paragraph is split).
+  BERT-format line is one sentence and stays whole; a Wikipedia paragraph is split), with
+  the same script-aware rules as local files.
   """
   skips = skips if skips is not None else SkipLog()
   name, feature = parse_tfds_spec(spec)
@@ -222,7 +274,7 @@ def iter_tfds_documents(spec: str, data_dir: str | None, split: str = "train",
       except UnicodeDecodeError:
         skips.add("invalid_utf8_tfds_example", where)
         continue
-    sentences = [s for line in str(value).splitlines() for s in split_sentences(line)]
+    sentences = [s for line in str(value).splitlines() for s in split_sentences(line, rules)]
     if not sentences:
       skips.add("empty_tfds_example", where)
       continue

@@ -5,6 +5,8 @@ the repository, so the default corpus is made on the spot from the docstrings an
 of the standard library that runs this code. Each module becomes one document (its prose in
 source order, split into sentences); the result is written in BERT's text format. The output
 depends only on the installed standard library, so it is identical on every run.
+BERT_JAX_DEFAULT_CORPUS_ROOT=DIR makes it from another tree of Python sources instead
+(a smaller one makes a quicker quickstart, as the multi-process tests do).
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "_
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _MIN_WORDS = 4
 _NUM_FILES = 8
+_POOL_MIN_FILES = 200
+
+
+def corpus_root(default: bool = False) -> str:
+  """The tree of Python sources the default corpus is made from."""
+  stdlib = sysconfig.get_paths()["stdlib"]
+  return stdlib if default else os.environ.get("BERT_JAX_DEFAULT_CORPUS_ROOT") or stdlib
 
 
 def _stdlib_files(root: str) -> list[str]:
@@ -112,9 +121,11 @@ def default_corpus_documents(stdlib_dir: str | None = None, num_workers: int | N
   Parsing the whole library takes ~15 CPU-seconds, so files are parsed by a process pool;
   `imap` keeps the output order (and so the corpus) independent of the worker count.
   """
-  root = stdlib_dir or sysconfig.get_paths()["stdlib"]
+  root = stdlib_dir or corpus_root()
   files = _stdlib_files(root)
-  workers = num_workers or min(os.cpu_count() or 1, 8)
+  # Starting a pool of fresh interpreters costs seconds: worth it for the ~2000 files of
+  # the standard library, not for a small tree.
+  workers = num_workers or (min(os.cpu_count() or 1, 8) if len(files) > _POOL_MIN_FILES else 1)
   if workers > 1:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
@@ -136,7 +147,8 @@ def write_default_corpus(output_dir: str, stdlib_dir: str | None = None) -> list
   """
   os.makedirs(output_dir, exist_ok=True)
   paths = [os.path.join(output_dir, f"stdlib-{i:02d}.txt") for i in range(_NUM_FILES)]
-  handles = [open(p + ".tmp", "w", encoding="utf-8") for p in paths]
+  tmp = f".tmp-{os.getpid()}"  # a private name: never another process's half-written file
+  handles = [open(p + tmp, "w", encoding="utf-8") for p in paths]
   try:
     for i, (_, sentences) in enumerate(default_corpus_documents(stdlib_dir)):
       handles[i % _NUM_FILES].write("\n".join(sentences) + "\n\n")
@@ -144,5 +156,5 @@ def write_default_corpus(output_dir: str, stdlib_dir: str | None = None) -> list
     for h in handles:
       h.close()
   for p in paths:
-    os.replace(p + ".tmp", p)
+    os.replace(p + tmp, p)
   return paths

@@ -71,9 +71,22 @@ def file_format(path: str) -> str:
                   "(classification/regression/NER) or .conll/.txt/.bio (NER)")
 
 
+def _check_utf8(path: str) -> None:
+  """A file in another encoding (GBK, Shift-JIS) fails here, naming its first bad line,
+  rather than deep inside the CSV reader without one."""
+  with open(path, "rb") as f:
+    for line_no, raw in enumerate(f, 1):
+      try:
+        raw.decode("utf-8")
+      except UnicodeDecodeError:
+        raise DataError(f"{path}:{line_no}: not valid UTF-8; fine-tuning files must be UTF-8 "
+                        "(convert e.g. a GB18030 file with iconv -f gb18030 -t utf-8)") from None
+
+
 def _open(path: str):
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found")
+  _check_utf8(path)
   return open(path, encoding="utf-8", newline="")
 
 

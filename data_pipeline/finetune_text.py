@@ -51,12 +51,20 @@ class EncodedFile:
 
 @dataclasses.dataclass(frozen=True)
 class TextOptions:
-  """How input files are read: CSV/TSV/JSONL columns; JSONL keys for NER."""
+  """How input files are read: CSV/TSV/JSONL columns; JSONL keys for NER; QA's
+  windows and answer selection (BERT's run_squad.py defaults; see `qa_text`)."""
   text_column: str = "sentence"
   text_pair_column: str | None = None
   label_column: str = "label"
   tokens_key: str = "tokens"
   tags_key: str = "tags"
+  version_2_with_negative: bool = False
+  doc_stride: int = 128
+  max_query_length: int = 64
+  n_best_size: int = 20
+  max_answer_length: int = 30
+  null_score_diff_threshold: float = 0.0
+  qa_metric: str = "auto"
 
 
 class TextTask:
@@ -181,9 +189,16 @@ class TaggingText(TextTask):
     return path
 
 
+def _question_answering(options: TextOptions) -> TextTask:
+  # Imported here: qa_text builds on this module's TextTask.
+  from data_pipeline import qa_text  # pylint: disable=import-outside-toplevel
+  return qa_text.QuestionAnsweringText(options)
+
+
 TEXT_TASKS = {"classification": lambda o: SequenceText("classification", o),
               "regression": lambda o: SequenceText("regression", o),
-              "ner": TaggingText}
+              "ner": TaggingText,
+              "qa": _question_answering}
 
 
 def make_text_task(name: str, **options) -> TextTask:

@@ -174,6 +174,17 @@ def _check_mode(pair_mode: str) -> None:
     raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
 
 
+def chunk_sentence_counts(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
+                          max_seq_length: int, short_seq_prob: float, pair_mode: str
+                          ) -> np.ndarray:
+  """Sentences in the chunks of the examples named by `starts` (1: B is always random in
+  NSP mode); for statistics such as the NSP rate among multi-sentence chunks."""
+  _check_mode(pair_mode)
+  starts = np.asarray(starts, dtype=np.int64)
+  return _decide(index, starts, index.document_of(starts), seed, epoch,
+                 max_num_tokens_for(max_seq_length, pair_mode), short_seq_prob, pair_mode).k
+
+
 def plan_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
                max_seq_length: int, short_seq_prob: float, pair_mode: str) -> PairPlan:
   """Plans the examples named by their first sentences `starts` (from `epoch_examples`)."""

@@ -131,6 +131,9 @@ class _SplitData:
                        f"needs at least two (random B comes from another document)")
     self.reader = records.TokenReader(paths, shard_tokens, manifest["token_dtype"],
                                       manifest["page_tokens"])
+    # Shards prepared with a word segmenter (Chinese) carry per-token word starts in the
+    # tokens' top bit; whole-word masking uses them instead of the per-id table.
+    self.stored_word_starts = manifest.get("word_starts") is not None
     word_start = np.load(os.path.join(config.data_dir, "word_start.npy"))
     self.manifest = manifest
     self.tables = masking.MaskingTables.create(
@@ -271,9 +274,14 @@ class _BatchMaker:
     ids_, types, attention = instances.assemble(
         plan, data.reader.gather, width, data.manifest["cls_id"], data.manifest["sep_id"],
         data.manifest["pad_id"], two_segments=c.pair_mode != "none")
+    word_start = None
+    if data.stored_word_starts:
+      ids_, word_start = records.split_word_starts(ids_, data.manifest["token_dtype"])
+      if not c.whole_word_masking:
+        word_start = None
     masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
                                  c.masked_lm_prob, c.max_predictions_per_seq,
-                                 c.whole_word_masking)
+                                 c.whole_word_masking, word_start=word_start)
     return types, attention, masked
 
   def _packed_batch(self, step: int) -> dict[str, np.ndarray]:
@@ -377,6 +385,13 @@ class PretrainingIterator:
   def document_index(self) -> instances.DocumentIndex:
     """The split's sentence layout (what pair planning reads)."""
     return self._data.index
+
+  def chunk_sentence_counts(self, step: int) -> np.ndarray:
+    """Sentences in the chunk of each of this host's examples at global step `step`."""
+    c = self.config
+    epoch, ids = self._maker.example_ids(step)
+    return instances.chunk_sentence_counts(self._data.index, ids, c.seed, epoch,
+                                           c.max_seq_length, c.short_seq_prob, c.pair_mode)
 
   def __iter__(self):
     return self

@@ -8,7 +8,9 @@ probability 0.8, a random non-special token with 0.1, or stays with 0.1. With wh
 masking, words (a word-start token and its continuations) are taken in random order while
 they fit in `num_to_predict`; like BERT, a word is never split, and (unlike BERT, which
 skips a word that does not fit and tries the next) selection stops at the first word that
-does not fit, so the count can fall a little short of `num_to_predict`.
+does not fit, so the count can fall a little short of `num_to_predict`. Word starts come
+from the tokenizer's per-id table, or, for text segmented into words at prepare time
+(Chinese whole-word masking), from per-position flags.
 Every draw is keyed on (seed, epoch, example key, position): masks differ between epochs
 and do not depend on batch composition.
 """
@@ -38,10 +40,13 @@ class MaskingTables:
 
 def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, keys: np.ndarray,
                 tables: MaskingTables, seed: int, epoch: int, masked_lm_prob: float,
-                max_predictions: int, whole_word: bool = False) -> dict[str, np.ndarray]:
+                max_predictions: int, whole_word: bool = False,
+                word_start: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """-> masked input_ids [n, L] and masked_lm_positions/ids/weights [n, P].
 
-  `keys` (int64[n]) identify the examples; the input is not modified.
+  `keys` (int64[n]) identify the examples; the input is not modified. `word_start`
+  (bool [n, L], optional) marks the positions that begin a word, in place of
+  `tables.word_start[input_ids]`.
   """
   n, length = input_ids.shape
   rows = np.arange(n)[:, None]
@@ -59,7 +64,8 @@ def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, keys: np.ndar
     # truncation can leave a continuation right after [CLS] or [SEP]).
     prev_unmaskable = np.ones_like(maskable)
     prev_unmaskable[:, 1:] = ~maskable[:, :-1]
-    starts = tables.word_start[input_ids] | ~maskable | prev_unmaskable
+    starts = (tables.word_start[input_ids] if word_start is None else word_start)
+    starts = starts | ~maskable | prev_unmaskable
     word = np.cumsum(starts, axis=1) - 1
     score = np.where(maskable, rnd.uniform(seed, epoch, rnd.MASK_WORD, keys, word), 2.0)
     order = np.argsort(score, axis=1, kind="stable")  # Words stay contiguous, in order.

@@ -7,6 +7,12 @@ hash of its position in the stream falls under `eval_fraction`, so the split doe
 on worker count). A unit is finished when its `unit-k.json` exists (written last, after the
 shards are renamed into place); a rerun re-reads the corpus but skips tokenizing finished
 units. Memory is bounded by one unit plus a fixed window of in-flight worker tasks.
+
+Text rules (sentence splitting, line joining, NFKC; text_scripts.py) and the input
+encoding are settings of the dataset. With `word_segmenter="jieba"` each token also gets a
+"starts a word" flag from a Chinese word segmenter (word_segmentation.py), stored in the
+token's top bit (records.py), for Chinese whole-word masking. The manifest counts the
+[UNK] rate; above UNK_RATE_WARNING a warning says the vocabulary does not fit the text.
 """
 from __future__ import annotations
 
@@ -17,18 +23,24 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
 from data_pipeline import corpus as corpus_lib
 from data_pipeline import records
+from data_pipeline import text_scripts
+from data_pipeline import word_segmentation
 from data_pipeline.fileio import write_text_atomic
 from data_pipeline.tokenizers import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "bert-jax-tokenized-documents"
-FORMAT_VERSION = 2  # 2: token pages (records.py); 1 had one record per document.
+# 3: optional word-start bits in the tokens, text rules, [UNK] rate; 2: token pages
+# (records.py); 1: one record per document.
+FORMAT_VERSION = 3
+UNK_RATE_WARNING = 0.01
 SPLITS = ("train", "eval")
 _DOCS_PER_TASK = 64
 _TASKS_IN_FLIGHT_PER_WORKER = 4
@@ -49,24 +61,37 @@ def _stream_hash01(seed: int, ordinal: int) -> float:
 # --- worker side -------------------------------------------------------------------------
 
 _WORKER_TOKENIZER: Tokenizer | None = None
+_WORKER_SEGMENTER = None
 
 
-def _init_worker(tokenizer_path: str, lowercase) -> None:
-  global _WORKER_TOKENIZER
+def _init_worker(tokenizer_path: str, lowercase, word_segmenter: str | None = None) -> None:
+  global _WORKER_TOKENIZER, _WORKER_SEGMENTER
   _WORKER_TOKENIZER = load_tokenizer(tokenizer_path, lowercase=lowercase)
+  _WORKER_SEGMENTER = (word_segmentation.load_segmenter(word_segmenter) if word_segmenter
+                       else None)
+
+
+def _encode(flat: list[str]) -> list[tuple[list[int], np.ndarray | None]]:
+  """(ids, word-start flags or None) per sentence."""
+  tokenizer, segment = _WORKER_TOKENIZER, _WORKER_SEGMENTER
+  if segment is None:
+    return [(ids, None) for ids in tokenizer.encode_batch(flat)]
+  encoded = tokenizer.encode_with_offsets(flat)
+  flags = word_segmentation.word_start_flags_batch(flat, encoded, tokenizer.word_start_table(),
+                                                   segment)
+  return [(ids, f) for (ids, _), f in zip(encoded, flags)]
 
 
 def _tokenize_task(task):
-  """[(source, sentences)] -> ([(tokens, sentence lengths) or None], skip counts)."""
+  """[(source, sentences)] -> ([(tokens, sentence lengths, word starts) or None], skips)."""
   docs, max_sentence_tokens, token_dtype = task
-  tokenizer = _WORKER_TOKENIZER
   flat = [s for _, sentences in docs for s in sentences]
-  encoded = tokenizer.encode_batch(flat)
+  encoded = _encode(flat)
   skips = corpus_lib.SkipLog()
   out, k = [], 0
   for source, sentences in docs:
-    pieces = []
-    for ids in encoded[k:k + len(sentences)]:
+    pieces, starts = [], []
+    for ids, flags in encoded[k:k + len(sentences)]:
       if not ids:
         skips.add("sentence_empty_after_tokenization", source)
         continue
@@ -74,10 +99,14 @@ def _tokenize_task(task):
         # A very long "sentence" (a paragraph without punctuation, a table) would always be
         # truncated to one sequence; splitting it keeps its text usable.
         skips.add("note_long_sentence_split", source)
-        pieces.extend(np.asarray(ids[i:i + max_sentence_tokens])
-                      for i in range(0, len(ids), max_sentence_tokens))
+        for i in range(0, len(ids), max_sentence_tokens):
+          pieces.append(np.asarray(ids[i:i + max_sentence_tokens]))
+          if flags is not None:
+            starts.append(flags[i:i + max_sentence_tokens])
       else:
         pieces.append(np.asarray(ids))
+        if flags is not None:
+          starts.append(flags)
     k += len(sentences)
     if not pieces:
       skips.add("document_empty_after_tokenization", source)
@@ -86,7 +115,8 @@ def _tokenize_task(task):
     if len(pieces) == 1:
       skips.add("note_one_sentence_document", source)  # Kept: usable with a random B.
     lengths = np.array([len(p) for p in pieces], dtype=np.int32)
-    out.append((np.concatenate(pieces).astype(token_dtype), lengths))
+    word_starts = np.concatenate(starts) if starts else None
+    out.append((np.concatenate(pieces).astype(token_dtype), lengths, word_starts))
   return out, skips.to_json()
 
 
@@ -136,8 +166,9 @@ class _UnitWriter:
                            "tokens": np.zeros(vocab_size, dtype=np.int64)}
     self.skips = corpus_lib.SkipLog()
 
-  def add(self, split: str, tokens: np.ndarray, lengths: np.ndarray) -> None:
-    self.writers[split].write(tokens)
+  def add(self, split: str, tokens: np.ndarray, lengths: np.ndarray,
+          word_starts: np.ndarray | None) -> None:
+    self.writers[split].write(tokens, word_starts)
     stats = self.stats[split]
     stats["counts"].append(len(lengths))
     stats["lengths"].append(lengths)
@@ -179,29 +210,38 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
             tfds_split: str = "train", text_format: str = "bert", num_workers: int = 0,
             eval_fraction: float = 0.01, docs_per_shard: int = 20_000,
             max_sentence_tokens: int = 256, lowercase: bool | None = None, seed: int = 0,
-            progress: bool = True) -> dict:
+            progress: bool = True, encoding: str = "utf-8",
+            text_rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES,
+            word_segmenter: str | None = None) -> dict:
   """Tokenizes a corpus into `output_dir`; returns the manifest (also in manifest.json).
 
   Exactly one of `inputs` (comma-separated globs of local text) and `tfds_name`
   ('name[/config][:version]:feature') selects the corpus. `num_workers=0` tokenizes in this
   process. Rerunning with the same settings resumes (finished units are not redone); with
-  different settings into the same directory is an error.
+  different settings into the same directory is an error. `encoding` is the local files'
+  text encoding; `text_rules` the splitting / normalising options; `word_segmenter`
+  ("jieba") stores Chinese word starts for whole-word masking.
   """
   if (inputs is None) == (tfds_name is None):
     raise PrepareError("give exactly one of inputs (local text globs) or tfds_name")
   if not 0.0 <= eval_fraction < 1.0:
     raise PrepareError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
   tokenizer = load_tokenizer(tokenizer_path, lowercase=lowercase)
-  token_dtype = records.token_dtype_for(tokenizer.vocab_size)
+  token_dtype = records.token_dtype_for(tokenizer.vocab_size, word_segmenter is not None)
+  if word_segmenter is not None:
+    word_segmentation.load_segmenter(word_segmenter)  # Fails here, before any work.
   if inputs is not None:
+    corpus_lib.check_encoding(encoding)
     files = corpus_lib.expand_inputs(inputs)
-    source_desc = {"files": [[f, os.path.getsize(f)] for f in files], "format": text_format}
+    source_desc = {"files": [[f, os.path.getsize(f)] for f in files], "format": text_format,
+                   "encoding": encoding}
   else:
     source_desc = {"tfds": tfds_name, "split": tfds_split}
   settings = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.identity,
               "source": source_desc, "eval_fraction": eval_fraction, "seed": seed,
               "docs_per_shard": docs_per_shard, "max_sentence_tokens": max_sentence_tokens,
-              "page_tokens": records.PAGE_TOKENS}
+              "page_tokens": records.PAGE_TOKENS, "text_rules": text_rules.to_json(),
+              "word_segmenter": word_segmenter}
   fingerprint = _fingerprint(settings)
   os.makedirs(output_dir, exist_ok=True)
   state_path = os.path.join(output_dir, "prepare_state.json")
@@ -224,17 +264,19 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
 
   read_skips = corpus_lib.SkipLog()
   if inputs is not None:
-    docs = corpus_lib.iter_text_documents(files, text_format, read_skips)
+    docs = corpus_lib.iter_text_documents(files, text_format, read_skips, encoding, text_rules)
   else:
-    docs = corpus_lib.iter_tfds_documents(tfds_name, tfds_data_dir, tfds_split, read_skips)
+    docs = corpus_lib.iter_tfds_documents(tfds_name, tfds_data_dir, tfds_split, read_skips,
+                                          text_rules)
 
   bar = _Progress(progress)
   pool = None
   if num_workers > 0:
     pool = multiprocessing.get_context("spawn").Pool(
-        num_workers, initializer=_init_worker, initargs=(tokenizer.path, lowercase))
+        num_workers, initializer=_init_worker,
+        initargs=(tokenizer.path, lowercase, word_segmenter))
   else:
-    _init_worker(tokenizer.path, lowercase)
+    _init_worker(tokenizer.path, lowercase, word_segmenter)
   summaries = []
   ordinal = 0
   try:
@@ -258,7 +300,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
           split = "eval" if _stream_hash01(seed, ordinal) < eval_fraction else "train"
           ordinal += 1
           if out is not None:
-            writer.add(split, out[0], out[1])
+            writer.add(split, *out)
         bar.update(len(task[0]), sum(len(s.encode()) + 1 for _, ss in task[0] for s in ss))
       summaries.append(writer.finish(len(batch), num_bytes))
   finally:
@@ -267,7 +309,16 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   bar.update(0, 0, final=True)
   manifest = _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summaries,
                              read_skips, settings, time.time() - bar.start, num_workers)
+  if manifest["unk_rate"] > UNK_RATE_WARNING:
+    warnings.warn(unk_warning(manifest, output_dir), stacklevel=2)
   return manifest
+
+
+def unk_warning(manifest: dict, output_dir: str) -> str:
+  return (f"{output_dir}: {manifest['unk_rate']:.1%} of the tokens are [UNK] (more than "
+          f"{UNK_RATE_WARNING:.0%}): the vocabulary does not cover this text (e.g. a "
+          f"vocabulary without CJK characters on Chinese text); train a tokenizer on it "
+          f"with launch/train_tokenizer.py")
 
 
 def _run_tasks(pool, tasks, num_workers):
@@ -302,6 +353,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
     maskable = token_counts.copy()
     maskable[list(tokenizer.special_ids.values())] = 0
     total = int(maskable.sum())
+    all_tokens = int(token_counts.sum())
     splits[split] = {
         "shards": shards,
         "documents_per_shard": [c["documents"] for c in counts],
@@ -313,6 +365,8 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
         # must clear to show learning (masked positions are a uniform sample of tokens).
         "unigram_baseline_accuracy": float(maskable.max() / total) if total else 0.0,
         "most_frequent_token_id": int(maskable.argmax()) if total else -1,
+        "unk_tokens": int(token_counts[tokenizer.unk_id]),
+        "unk_rate": float(token_counts[tokenizer.unk_id] / all_tokens) if all_tokens else 0.0,
     }
   for s in summaries:
     skips.merge(corpus_lib.SkipLog.from_json(s["skipped"]))
@@ -323,6 +377,10 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
       "vocab_size": tokenizer.vocab_size, **tokenizer.special_ids,
       "token_dtype": token_dtype.name,
       "page_tokens": records.PAGE_TOKENS,
+      # Who segmented words for the tokens' word-start bits (None: the tokens carry none).
+      "word_starts": settings["word_segmenter"],
+      "unk_rate": (sum(s["unk_tokens"] for s in splits.values())
+                   / max(sum(s["tokens"] for s in splits.values()), 1)),
       "splits": splits,
       "input_documents": sum(s["input_documents"] for s in summaries),
       "input_bytes": input_bytes,

@@ -12,6 +12,12 @@ length; reading pages costs at most two pages per segment, whatever the document
 
 Coordinates: the tokens of a split (its shards in manifest order) form one stream; a token's
 coordinate is its offset in that stream. `TokenReader` maps coordinates to tokens.
+
+Word starts (Chinese whole-word masking, word_segmentation.py): a dataset prepared with a
+word segmenter stores each token's "starts a word" flag in the token's top bit (bit 15 of
+uint16 tokens, which then hold ids below 2**15, or bit 30 of int32 ones). The flags cost
+no extra bytes or reads; they travel through pair assembly with the ids, and the loader
+splits them off (`split_word_starts`) before masking.
 """
 from __future__ import annotations
 
@@ -30,8 +36,22 @@ RECORD_OPTIONS = "group_size:1,uncompressed"
 READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"
 
 
-def token_dtype_for(vocab_size: int) -> np.dtype:
-  return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+def token_dtype_for(vocab_size: int, word_starts: bool = False) -> np.dtype:
+  """uint16 when every id (and the word-start bit, if stored) fits, else int32."""
+  limit = 1 << 15 if word_starts else np.iinfo(np.uint16).max + 1
+  return np.dtype(np.uint16) if vocab_size <= limit else np.dtype(np.int32)
+
+
+def word_start_bit(token_dtype) -> int:
+  """The bit of a stored token that holds its word-start flag."""
+  return 15 if np.dtype(token_dtype) == np.uint16 else 30
+
+
+def split_word_starts(ids: np.ndarray, token_dtype) -> tuple[np.ndarray, np.ndarray]:
+  """Stored tokens (any integer array, e.g. assembled int32 rows) -> (ids, bool starts)."""
+  bit = word_start_bit(token_dtype)
+  ids = np.asarray(ids)
+  return ids & ((1 << bit) - 1), (ids >> bit).astype(bool)
 
 
 class PageWriter:
@@ -46,8 +66,18 @@ class PageWriter:
     self._pending_tokens = 0
     self.num_tokens = 0
 
-  def write(self, tokens: np.ndarray) -> None:
-    self._pending.append(np.asarray(tokens, dtype=self._dtype))
+  def write(self, tokens: np.ndarray, word_starts: np.ndarray | None = None) -> None:
+    """Appends one document's tokens; `word_starts` (bool per token) go into their top bit."""
+    tokens = np.asarray(tokens, dtype=self._dtype)
+    if word_starts is not None:
+      if len(word_starts) != len(tokens):
+        raise ValueError(f"{len(word_starts)} word-start flags for {len(tokens)} tokens")
+      bit = word_start_bit(self._dtype)
+      if len(tokens) and int(tokens.max()) >> bit:
+        raise ValueError(f"token id {int(tokens.max())} does not leave bit {bit} free for "
+                         f"word starts")
+      tokens = tokens | (np.asarray(word_starts, self._dtype) << self._dtype.type(bit))
+    self._pending.append(tokens)
     self._pending_tokens += len(tokens)
     self.num_tokens += len(tokens)
     if self._pending_tokens >= self._page_tokens:

@@ -1,9 +1,17 @@
 """One tokenizer interface over SentencePiece models and WordPiece `vocab.txt` files.
 
 Both kinds expose what the rest of the pipeline needs and nothing more: encode text to
-ids, BERT's special ids ([PAD] must be 0), the vocabulary size, a per-id "starts a word"
-table for whole-word masking, and a stable identity (a hash of the tokenizer file plus the
-options that change its output), recorded in every prepared dataset.
+ids (optionally with each token's character offset, for Chinese word starts), BERT's
+special ids ([PAD] must be 0), the vocabulary size, a per-id "starts a word" table for
+whole-word masking, and a stable identity (a hash of the tokenizer file plus the options
+that change its output), recorded in every prepared dataset.
+
+Training: `train_sentencepiece` (unigram / BPE) and `train_wordpiece` (a BERT vocab.txt
+with BERT's own normaliser and pre-tokeniser, so every CJK character is a token of its
+own, as in Google's Chinese and multilingual BERT). Both choose what a CJK-heavy corpus
+needs (SentencePiece's character_coverage 0.9995 instead of 1.0; a WordPiece alphabet
+large enough for thousands of characters) and write what they chose into
+`tokenizer_manifest.json` beside the model.
 """
 from __future__ import annotations
 
@@ -18,8 +26,18 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from data_pipeline import text_scripts
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _SP_WORD_MARK = "\u2581"  # SentencePiece's visible space: a piece starting with it starts a word.
+TOKENIZER_MANIFEST = "tokenizer_manifest.json"
+# A corpus whose non-space characters are at least this share ideographs / kana is
+# "CJK-heavy": thousands of distinct characters, each frequent enough to matter.
+CJK_HEAVY_FRACTION = 0.2
+# SentencePiece's recommendation: 0.9995 for languages with rich character sets (Chinese,
+# Japanese), 1.0 for the others (every character of the corpus in the vocabulary).
+CJK_CHARACTER_COVERAGE = 0.9995
+DEFAULT_CHARACTER_COVERAGE = 1.0
 
 
 class TokenizerError(ValueError):
@@ -53,6 +71,12 @@ class Tokenizer(abc.ABC):
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
+
+  @abc.abstractmethod
+  def encode_with_offsets(self, texts: Sequence[str]
+                          ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Per text: its ids and, per token, the [start, end) character span of the text it
+    came from (end == start for a token with no characters of its own, e.g. a bare ▁)."""
 
   @abc.abstractmethod
   def id_to_token(self, token_id: int) -> str:
@@ -141,6 +165,21 @@ class SentencePieceTokenizer(Tokenizer):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return self._sp.Encode(list(texts))
 
+  def encode_with_offsets(self, texts):
+    out = []
+    for text, proto in zip(texts, self._sp.Encode(list(texts), return_type="proto")):
+      # SentencePiece reports UTF-8 byte offsets; map them to characters.
+      char_of_byte = np.zeros(len(text.encode()) + 1, np.int64)
+      byte = 0
+      for i, ch in enumerate(text):
+        n = len(ch.encode())
+        char_of_byte[byte:byte + n] = i
+        byte += n
+      char_of_byte[byte] = len(text)
+      out.append(([p.id for p in proto.pieces],
+                  [(int(char_of_byte[p.begin]), int(char_of_byte[p.end])) for p in proto.pieces]))
+    return out
+
   def id_to_token(self, token_id: int) -> str:
     return self._sp.IdToPiece(int(token_id))
 
@@ -209,6 +248,10 @@ class WordPieceTokenizer(Tokenizer):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
+  def encode_with_offsets(self, texts):
+    return [(e.ids, [tuple(o) for o in e.offsets])
+            for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
   def id_to_token(self, token_id: int) -> str:
     return self._vocab[int(token_id)]
 
@@ -244,35 +287,73 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> Tokenizer:
   return SentencePieceTokenizer(path)
 
 
-def train_sentencepiece(sentences: Iterable[str], output_dir: str, vocab_size: int = 32000,
-                        model_type: str = "unigram", max_sentences: int = 2_000_000,
-                        num_threads: int | None = None) -> str:
-  """Trains a SentencePiece model with BERT's specials at ids 0-4; returns the `.model` path.
-
-  `sentences` is streamed to a temporary file (SentencePiece trains from files); at most
-  `max_sentences` of them are sampled by SentencePiece itself, which bounds memory.
-  """
-  import sentencepiece as spm
-  if model_type not in ("unigram", "bpe"):
-    raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+def _spool(sentences: Iterable[str], output_dir: str) -> tuple[str, int, float]:
+  """Streams the non-empty sentences to a temporary file in `output_dir` (both trainers
+  read files); returns (path, number of sentences, CJK share of their characters)."""
   os.makedirs(output_dir, exist_ok=True)
-  count = 0
+  count, chars, cjk = 0, 0, 0
   with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False,
                                    dir=output_dir) as f:
-    tmp = f.name
     for sentence in sentences:
       sentence = sentence.strip()
       if sentence:
         f.write(sentence + "\n")
         count += 1
+        visible = len(sentence) - sum(c.isspace() for c in sentence)
+        chars += visible
+        cjk += text_scripts.count_cjk_letters(sentence)
+  if count == 0:
+    os.remove(f.name)
+    raise TokenizerError("no text to train the tokenizer on (all inputs empty)")
+  return f.name, count, cjk / max(chars, 1)
+
+
+def _write_tokenizer_manifest(output_dir: str, entries: dict) -> None:
+  path = os.path.join(output_dir, TOKENIZER_MANIFEST)
+  with open(path + ".tmp", "w") as f:
+    json.dump(entries, f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def read_tokenizer_manifest(output_dir: str) -> dict:
+  """What a trainer chose and measured (tokenizer_manifest.json), {} if there is none."""
+  path = os.path.join(output_dir, TOKENIZER_MANIFEST)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def train_sentencepiece(sentences: Iterable[str], output_dir: str, vocab_size: int = 32000,
+                        model_type: str = "unigram", max_sentences: int = 2_000_000,
+                        num_threads: int | None = None,
+                        character_coverage: float | None = None) -> str:
+  """Trains a SentencePiece model with BERT's specials at ids 0-4; returns the `.model` path.
+
+  `sentences` is streamed to a temporary file (SentencePiece trains from files); at most
+  `max_sentences` of them are sampled by SentencePiece itself, which bounds memory.
+  `character_coverage=None` chooses 0.9995 for a CJK-heavy corpus (CJK_HEAVY_FRACTION)
+  and 1.0 otherwise; the choice and the measured CJK share go to tokenizer_manifest.json.
+  """
+  import sentencepiece as spm
+  if model_type not in ("unigram", "bpe"):
+    raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+  if character_coverage is not None and not 0.98 <= character_coverage <= 1.0:
+    raise ValueError(f"character_coverage must be in [0.98, 1.0], got {character_coverage}")
+  tmp, count, cjk = _spool(sentences, output_dir)
+  if character_coverage is None:
+    heavy = cjk >= CJK_HEAVY_FRACTION
+    coverage = CJK_CHARACTER_COVERAGE if heavy else DEFAULT_CHARACTER_COVERAGE
+    reason = (f"auto: {cjk:.1%} of the characters are CJK "
+              f"({'>=' if heavy else '<'} {CJK_HEAVY_FRACTION:.0%})")
+  else:
+    coverage, reason = character_coverage, "given"
   try:
-    if count == 0:
-      raise TokenizerError("no text to train the tokenizer on (all inputs empty)")
     prefix = os.path.join(output_dir, "spm")
     spm.SentencePieceTrainer.Train(
         input=tmp, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
         pad_id=0, pad_piece="[PAD]", unk_id=1, unk_piece="[UNK]", bos_id=-1, eos_id=-1,
-        control_symbols=["[CLS]", "[SEP]", "[MASK]"], character_coverage=0.9995,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"], character_coverage=coverage,
         input_sentence_size=max_sentences, shuffle_input_sentence=True,
         num_threads=num_threads or os.cpu_count() or 1, minloglevel=2,
         # Small corpora cannot always reach the requested size; fail loudly instead of
@@ -282,4 +363,56 @@ def train_sentencepiece(sentences: Iterable[str], output_dir: str, vocab_size: i
     raise TokenizerError(f"SentencePiece training failed: {e}") from e
   finally:
     os.remove(tmp)
+  _write_tokenizer_manifest(output_dir, {
+      "kind": "sentencepiece", "model_type": model_type, "vocab_size": vocab_size,
+      "file": "spm.model", "sentences": count, "cjk_fraction": round(cjk, 4),
+      "character_coverage": coverage, "character_coverage_reason": reason})
   return prefix + ".model"
+
+
+def train_wordpiece(sentences: Iterable[str], output_dir: str, vocab_size: int = 32000,
+                    lowercase: bool = True, min_frequency: int = 2,
+                    limit_alphabet: int | None = None) -> str:
+  """Trains a BERT WordPiece vocabulary; returns the `vocab.txt` path.
+
+  Uses the `tokenizers` library with BERT's normaliser (clean text, optional lowercasing
+  and accent stripping) and pre-tokeniser (whitespace and punctuation, and every CJK
+  character split off on its own, as `BertTokenizer` does), so the trained vocabulary
+  tokenizes exactly as transformers' `BertTokenizer` does with it. Specials [PAD] [UNK]
+  [CLS] [SEP] [MASK] take ids 0-4; the casing goes to tokenizer_config.json beside it.
+  `limit_alphabet=None` keeps up to 1000 characters, or up to half the vocabulary for a
+  CJK-heavy corpus (whose characters are whole tokens and need the room).
+  """
+  from tokenizers import BertWordPieceTokenizer
+  if vocab_size <= len(SPECIAL_TOKENS):
+    raise ValueError(f"vocab_size={vocab_size} leaves no room beside the special tokens")
+  tmp, count, cjk = _spool(sentences, output_dir)
+  heavy = cjk >= CJK_HEAVY_FRACTION
+  if limit_alphabet is None:
+    limit_alphabet = max(1000, vocab_size // 2) if heavy else 1000
+  try:
+    trainer = BertWordPieceTokenizer(lowercase=lowercase, clean_text=True,
+                                     handle_chinese_chars=True, strip_accents=None)
+    with open(tmp, encoding="utf-8") as f:
+      trainer.train_from_iterator((line.rstrip("\n") for line in f), vocab_size=vocab_size,
+                                  min_frequency=min_frequency, limit_alphabet=limit_alphabet,
+                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+  finally:
+    os.remove(tmp)
+  vocab = sorted(trainer.get_vocab().items(), key=lambda kv: kv[1])
+  if [t for t, _ in vocab[:len(SPECIAL_TOKENS)]] != list(SPECIAL_TOKENS):
+    raise TokenizerError(f"WordPiece training put the special tokens at "
+                         f"{[t for t, _ in vocab[:5]]}, not first")
+  path = os.path.join(output_dir, "vocab.txt")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write("".join(t + "\n" for t, _ in vocab))
+  os.replace(path + ".tmp", path)
+  with open(os.path.join(output_dir, "tokenizer_config.json"), "w") as f:
+    json.dump({"do_lower_case": lowercase}, f)
+  _write_tokenizer_manifest(output_dir, {
+      "kind": "wordpiece", "vocab_size": len(vocab), "requested_vocab_size": vocab_size,
+      "file": "vocab.txt", "sentences": count, "cjk_fraction": round(cjk, 4),
+      "lowercase": lowercase, "limit_alphabet": limit_alphabet,
+      "cjk_characters_in_vocab": sum(len(t) == 1 and text_scripts.is_cjk_letter(t)
+                                     for t, _ in vocab)})
+  return path

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bert_jax import benchmark
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
@@ -42,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -3,16 +3,18 @@
 
 python -m launch.benchmark_data [--workdir=/tmp/bert_jax_bench] [--num_workers=2] \
     [--input=GLOB --tokenizer=PATH]    (default: the quickstart corpus and tokenizer)
+    [--text_format=paragraphs --word_segmenter=jieba]   (Chinese whole-word masking)
 Prints one JSON line per measurement.
 """
 import json
 import os
 import shutil
 
-from absl import app, flags
+from absl import flags
 
 from data_pipeline import benchmark
 from data_pipeline.quickstart import prepare_default_dataset
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bert_jax_bench", "Scratch directory.")
 _WORKERS = flags.DEFINE_integer("num_workers", 2, "Prepare worker processes.")
@@ -22,6 +24,10 @@ _COPIES = flags.DEFINE_list("copies", ["1", "4"], "Corpus sizes (copies) for the
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Loader measuring time per setting.")
 _DATA = flags.DEFINE_string("data_dir", None, "Time the loader on this prepared set only "
                             "(skips prepare).")
+_FORMAT = flags.DEFINE_enum("text_format", "bert", ["bert", "lines", "paragraphs"],
+                            "Input layout.")
+_SEGMENTER = flags.DEFINE_enum("word_segmenter", None, ["jieba"], "Store Chinese word "
+                               "starts (whole-word masking then reads them).")
 
 
 def main(argv):
@@ -51,7 +57,8 @@ def main(argv):
       spec = os.path.join(rep, "*")
     out = os.path.join(_WORKDIR.value, f"prepared_x{copies}")
     shutil.rmtree(out, ignore_errors=True)
-    result = benchmark.measure_prepare(spec, tokenizer, out, _WORKERS.value)
+    result = benchmark.measure_prepare(spec, tokenizer, out, _WORKERS.value, _FORMAT.value,
+                                       _SEGMENTER.value)
     print(json.dumps({"prepare": result, "copies": copies}), flush=True)
   # The loader reads the largest prepared copy: an epoch walk per few batches of a tiny
   # corpus would count for more than it does on a real one.
@@ -63,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

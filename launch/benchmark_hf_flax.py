@@ -23,6 +23,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "Sequence length.")
@@ -136,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

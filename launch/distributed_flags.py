@@ -5,8 +5,6 @@ JAX_COORDINATOR_ADDRESS set, nothing needs to be given: jax detects the job.
 Elsewhere (a hand-started multi-node GPU job, the tests on loopback) give all three of
 --coordinator_address, --num_processes and --process_id.
 """
-import sys
-
 from absl import flags
 
 from bert_jax import distributed
@@ -17,15 +15,17 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
 _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout_s", 300, "Seconds to wait for the coordinator and for every process.")
+_FAILURE_TIMEOUT = flags.DEFINE_integer(
+    "failure_timeout_s", distributed.DistributedConfig.failure_timeout_s,
+    "Seconds without a heartbeat after which a process counts as dead and the whole job "
+    "stops (a process that raises stops the job at once).")
 
 
 def initialize() -> None:
-  """Joins the job described by the flags or the environment; exits 2 with a message on failure."""
-  config = distributed.DistributedConfig(
+  """Joins the job described by the flags or the environment. Bad flags raise
+  ValueError, a job that cannot form raises DistributedSetupError (one `error:` line
+  and exit status 2 under `launch.cli.run`)."""
+  distributed.initialize(distributed.DistributedConfig(
       coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-      process_id=_PROCESS_ID.value, timeout_s=_TIMEOUT.value)
-  try:
-    distributed.initialize(config)
-  except (ValueError, distributed.DistributedSetupError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+      process_id=_PROCESS_ID.value, timeout_s=_TIMEOUT.value,
+      failure_timeout_s=_FAILURE_TIMEOUT.value))

@@ -23,6 +23,7 @@ from bert_jax import checkpoint
 from bert_jax import init_from
 from bert_jax import interop
 from bert_jax import model as model_lib
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining workdir (or checkpoints/ or a "
                                "step directory).")
@@ -88,14 +89,9 @@ def export(workdir: str, output_dir: str, step: int | None = None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    step_dir = export(_WORKDIR.value, _OUTPUT_DIR.value, _STEP.value, _TOKENIZER.value)
-  except (ValueError, checkpoint.CheckpointError) as e:
-    print(f"export failed: {e}", file=sys.stderr)
-    return 1
+  step_dir = export(_WORKDIR.value, _OUTPUT_DIR.value, _STEP.value, _TOKENIZER.value)
   print(f"exported {step_dir} to {_OUTPUT_DIR.value}", flush=True)
-  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,5 @@
-r"""Fine-tunes a BERT checkpoint for classification, regression or NER; calls `finetune.run`.
+r"""Fine-tunes a BERT checkpoint for classification, regression, NER or extractive QA;
+calls `finetune.run`.
 
   python -m launch.finetune --task=classification --init_from=HF_BERT_DIR \
       --train_file=train.tsv --eval_file=dev.tsv --text_column=sentence \
@@ -7,6 +8,8 @@ r"""Fine-tunes a BERT checkpoint for classification, regression or NER; calls `f
       --eval_file=dev.conll --output_dir=/tmp/ner --lora_rank=8
   python -m launch.finetune --task=classification --init_from=/tmp/sst2/best_model \
       --predict_file=test.tsv --output_dir=/tmp/sst2-test       # label new input
+  python -m launch.finetune --task=qa --init_from=HF_BERT_DIR --train_file=train-v2.0.json \
+      --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
 One flag per `finetune.FinetuneConfig` field (declared there once, with its help
 text). The task's text side comes from `data_pipeline.finetune_text`. Prints the final
@@ -23,6 +26,7 @@ from absl import logging
 
 from bert_jax import finetune
 from data_pipeline import finetune_text
+from launch import cli
 
 
 def _define_flags(config_cls) -> dict[str, flags.FlagHolder]:
@@ -82,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,11 +9,12 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipeline.batch_stats import SPECIAL_KEYS, batch_statistics, render_example
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 from data_pipeline.tokenizers import load_tokenizer
+from launch import cli
 
 _DATA = flags.DEFINE_string("data_dir", None, "A prepared dataset.", required=True)
 _N = flags.DEFINE_integer("num_batches", 10, "Batches to measure.")
@@ -31,25 +32,23 @@ _DUMP = flags.DEFINE_string("dump", None, "Write the raw arrays of the batches t
 def main(argv):
   del argv
   predictions = _P.value or max(1, int(np.ceil(_L.value * 0.15)))
-  try:
-    it = make_pretraining_iterator(LoaderConfig(
-        _DATA.value, split=_SPLIT.value, global_batch_size=_B.value,
-        max_seq_length=_L.value, max_predictions_per_seq=predictions,
-        pair_mode=_MODE.value, whole_word_masking=_WWM.value, seed=_SEED.value))
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"inspect_data: {e}")
+  it = make_pretraining_iterator(LoaderConfig(
+      _DATA.value, split=_SPLIT.value, global_batch_size=_B.value,
+      max_seq_length=_L.value, max_predictions_per_seq=predictions,
+      pair_mode=_MODE.value, whole_word_masking=_WWM.value, seed=_SEED.value))
   manifest = it.manifest
   tokenizer = load_tokenizer(_DATA.value)
-  batches = []
-  for _ in range(_N.value):
+  batches, chunk_sentences = [], []
+  for step in range(_N.value):
     try:
       batches.append(next(it))
     except StopIteration:
       break
+    chunk_sentences.append(it.chunk_sentence_counts(step))
   for row in range(min(_SHOW.value, len(batches[0]["input_ids"]))):
     print(render_example(batches[0], row, tokenizer.id_to_token, manifest))
     print()
-  print(json.dumps(batch_statistics(batches, manifest)))
+  print(json.dumps(batch_statistics(batches, manifest, chunk_sentences)))
   if _DUMP.value:
     arrays = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     arrays.update({k: np.int32(manifest[k]) for k in SPECIAL_KEYS})
@@ -59,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,6 +6,7 @@ from absl import app
 from absl import flags
 
 from bert_jax import metrics
+from launch import cli
 
 _OUT = flags.DEFINE_string("out", None, "PNG path (default WORKDIR/curves.png).")
 
@@ -17,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from bert_jax import train
 from bert_jax.configs import common
+from launch import cli
 from launch import distributed_flags
 from launch import sources
 
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(common.rewrite_legacy_overrides(argv)))
+  cli.run(main, rewrite_argv=common.rewrite_legacy_overrides)

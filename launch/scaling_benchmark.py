@@ -18,6 +18,7 @@ import sys
 
 from absl import app
 from absl import flags
+from launch import cli
 
 _CONFIG = flags.DEFINE_string("config", "bert_jax/configs/tiny.py:tiny", "Config file[:variant].")
 _PER_DEVICE = flags.DEFINE_integer("per_device_batch", 8, "Sequences per device (fixed).")
@@ -78,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -52,17 +52,20 @@ def test_eval_plan_and_scatter_restore_input_order():
   widths = bucketing.bucket_widths(L)
   arrays = {"input_ids": np.arange(77 * L).reshape(77, L), "labels": np.arange(77),
             "tags": np.arange(77 * L).reshape(77, L) + 5}
-  pieces_seq, pieces_tok = [], []
+  pieces_seq, pieces_tok, pieces_ids = [], [], []
   for width, idx in bucketing.eval_plan(lengths, widths, 8):
     batch = bucketing.take(arrays, idx, width, L)
     assert batch["input_ids"].shape == (len(idx), width) and batch["labels"].shape == (len(idx),)
     pieces_seq.append((idx, batch["labels"] * 10))            # one output per example
     pieces_tok.append((idx, batch["tags"][..., None] * 1.0))  # one per token
+    pieces_ids.append((idx, batch["tags"]))
   np.testing.assert_array_equal(bucketing.scatter_outputs(pieces_seq, 77, L, per_token=False),
                                 np.arange(77) * 10)
   tok = bucketing.scatter_outputs(pieces_tok, 77, L, per_token=True)
+  ids = bucketing.scatter_outputs(pieces_ids, 77, L, per_token=True)
   assert tok.shape == (77, L, 1)
   width_of = np.asarray(widths)[bucketing.assign(lengths, widths)]
   for i in range(77):
     np.testing.assert_array_equal(tok[i, :width_of[i], 0], arrays["tags"][i, :width_of[i]])
-    assert (tok[i, width_of[i]:] == 0).all()
+    assert (tok[i, width_of[i]:] == -1e9).all()  # padded floats never win an argmax
+    assert (ids[i, width_of[i]:] == 0).all() and (ids[i, :width_of[i]] == arrays["tags"][i, :width_of[i]]).all()

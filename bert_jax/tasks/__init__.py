@@ -1,7 +1,7 @@
 """Fine-tuning tasks, model side: one module per task behind `base.Task`.
 
 `get(name)` gives the task the command line names (`--task=classification`,
-`regression`, `ner`). The loop in `bert_jax/finetune.py` names no task: it builds
+`regression`, `ner`, `qa`). The loop in `bert_jax/finetune.py` names no task: it builds
 `task.model(...)`, trains on `task.loss`, jits `task.predict` for evaluation, and
 scores with `task.score` what the text side decoded.
 
@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from bert_jax.tasks.base import Task
 from bert_jax.tasks.classification import Classification
+from bert_jax.tasks.question_answering import QuestionAnswering
 from bert_jax.tasks.regression import Regression
 from bert_jax.tasks.token_classification import TokenClassification
 
 _TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Regression(),
-                                               TokenClassification())}
+                                               TokenClassification(), QuestionAnswering())}
 NAMES = tuple(_TASKS)
 
 

@@ -30,6 +30,8 @@ class Task(abc.ABC):
   metric_names: tuple[str, ...]     # metrics allowed as metric_for_best
   head_name: str = "classifier"     # the head's parameter name (ours and transformers')
   per_token_outputs: bool = False   # predict() gives [B, L, ...] (padded back after buckets)
+  # FinetuneConfig fields whose default differs for this task (e.g. QA's 384 tokens).
+  defaults: Mapping[str, Any] = {}
 
   def num_outputs(self, num_labels: int) -> int:
     """Width of the head's output layer."""
@@ -57,6 +59,12 @@ class Task(abc.ABC):
             label_list: Sequence[str]) -> tuple[dict[str, float], str]:
     """(metrics, report table) of per-example `predictions` against `references` (both
     as the text side gives them)."""
+
+  def head_matches(self, checkpoint_labels: Sequence[str] | None,
+                   label_list: Sequence[str]) -> bool:
+    """Whether a fine-tuned checkpoint's head (its config.json labels, None if it
+    declares none) is the head of this run, so that it is loaded, not re-initialised."""
+    return checkpoint_labels == self.label_names(label_list)
 
   def head_from_hf(self, tensors: Mapping[str, np.ndarray], num_labels: int,
                    hidden: int) -> dict | None:
