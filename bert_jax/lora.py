@@ -143,3 +143,11 @@ def combine(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
   if both:
     raise ValueError(f"parameter {'/'.join(min(both))} is in both trees")
   return tree_lib.unflatten({**leaves_a, **leaves_b})
+
+
+def assemble(trainable, frozen, lora_scale: float):
+  """The model's full parameter tree from the trained and the frozen parts."""
+  params = combine(trainable["model"], frozen)
+  if "lora" in trainable:
+    params = merge(params, trainable["lora"], lora_scale)
+  return params

@@ -11,7 +11,7 @@ calls `finetune.run`.
   python -m launch.finetune --task=qa --init_from=HF_BERT_DIR --train_file=train-v2.0.json \
       --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
-One flag per `finetune.FinetuneConfig` field (declared there once, with its help
+One flag per `finetune_config.FinetuneConfig` field (declared there once, with its help
 text). The task's text side comes from `data_pipeline.finetune_text`. Prints the final
 metrics as one JSON line; see bert_jax/finetune.py for the files written.
 """
@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 
 from bert_jax import finetune
+from bert_jax import finetune_config
 from data_pipeline import finetune_text
 from launch import cli
 
@@ -60,10 +61,10 @@ def _define_flags(config_cls) -> dict[str, flags.FlagHolder]:
   return holders
 
 
-_FLAGS = _define_flags(finetune.FinetuneConfig)
+_FLAGS = _define_flags(finetune_config.FinetuneConfig)
 
 
-def config_from_flags() -> finetune.FinetuneConfig:
+def config_from_flags() -> finetune_config.FinetuneConfig:
   values = {}
   for name, holder in _FLAGS.items():
     value = holder.value
@@ -71,7 +72,7 @@ def config_from_flags() -> finetune.FinetuneConfig:
     if item_type is not None and value is not None:
       value = tuple(item_type(v) for v in value) if value else None
     values[name] = value
-  return finetune.FinetuneConfig(**values)
+  return finetune_config.FinetuneConfig(**values)
 
 
 def main(argv):

@@ -22,7 +22,7 @@ How to add a task (e.g. extractive question answering):
      `finetune_text.TEXT_TASKS` under the same name.
   3. The batch keys beyond `bert_jax.batch.INPUT_KEYS` are the task's own: the loop
      passes every array of the encoded file to `loss`.
-The loop, the launcher (its flags come from `finetune.FinetuneConfig`) and the
+The loop, the launcher (its flags come from `finetune_config.FinetuneConfig`) and the
 export need no change.
 """
 from __future__ import annotations
