@@ -13,3 +13,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests make their own small data and never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# The longest files first: pytest-xdist hands whole files to the workers in collection
+# order, so starting with the multi-process jobs keeps them from being the last thing
+# running on one worker while the other sits idle.
+_LONGEST_FIRST = ("test_job_failure.py", "test_cli_errors.py", "test_multiprocess.py",
+                  "test_resume.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  def rank(item):
+    name = item.path.name
+    return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+  items[:] = sorted(items, key=rank)  # stable: the order inside each group is kept
