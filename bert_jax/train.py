@@ -232,6 +232,9 @@ def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTr
       nsp_accuracy=sums["nsp_correct"] / num_sequences,
       grad_norm=optax.tree.norm(grads),
       learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
+      # Counts for the progress reporter's rates (useful work, not rows x L).
+      **{progress_lib.INSTANCES_KEY: num_instances(batch),
+         progress_lib.REAL_TOKENS_KEY: jnp.sum(batch["attention_mask"].astype(jnp.float32))},
   )
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics

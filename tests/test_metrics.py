@@ -62,3 +62,35 @@ def test_progress_line():
                                seq_per_sec=12.5, tokens_per_sec=1600, mfu_value=0.123, eta_s=3725)
   assert line == ("step 10/100 | loss 2.0000 | mlm_acc 0.5000 | nsp_acc 0.7500 | 12.5 seq/s | "
                   "1600 tok/s | MFU 12.3% | ETA 1:02:05")
+
+
+def test_progress_reporter_counts_useful_work():
+  """seq/s counts instances and tok/s real tokens (not rows x L); MFU follows the real
+  tokens; the step counts become rates and are not written as metrics."""
+  from bert_jax import progress
+
+  class Writer:
+    def __init__(self):
+      self.records = []
+
+    def write(self, step, values):
+      self.records.append((step, dict(values)))
+
+  writer = Writer()
+  reporter = progress.ProgressReporter(writer, total_steps=10, global_batch_size=4, seq_len=128,
+                                       flops_per_sequence=1280.0, peak_flops=1e6, printing=False)
+  for _ in range(3):
+    reporter.step_done()
+  # 4 packed rows of 128 held 10 instances and 384 real tokens per step.
+  reporter.log(3, {"loss": 1.0, progress.INSTANCES_KEY: 10.0, progress.REAL_TOKENS_KEY: 384.0})
+  step, record = writer.records[-1]
+  assert step == 3 and set(record) == {"loss", "seq_per_sec", "tokens_per_sec", "mfu"}
+  steps_per_sec = record["seq_per_sec"] / 10.0
+  np.testing.assert_allclose(record["tokens_per_sec"], 384.0 * steps_per_sec, rtol=1e-12)
+  np.testing.assert_allclose(record["mfu"], 384.0 * steps_per_sec * 10.0 / 1e6, rtol=1e-12)
+  # Without the counts (older callers), full rows are counted.
+  for _ in range(2):
+    reporter.step_done()
+  reporter.log(5, {"loss": 1.0})
+  record = writer.records[-1][1]
+  np.testing.assert_allclose(record["tokens_per_sec"], record["seq_per_sec"] * 128, rtol=1e-12)
