@@ -18,8 +18,11 @@ Outputs in `output_dir` (only process 0 writes):
                         (with id2label and the task's architecture), model.safetensors
                         (LoRA merged into the kernels), tokenizer files, finetune.json.
                         Written beside and renamed into place: never half-written.
-  eval_results.json     the best epoch's eval metrics, per-epoch history, parameter counts;
-                        written last, so its presence means the run finished.
+  eval_results.json     the best epoch's eval metrics, per-epoch history, parameter counts,
+                        train_runtime and train_samples_per_second (training rows per
+                        second of training, compilation included, evaluation not: as
+                        transformers' Trainer counts them); written last, so its
+                        presence means the run finished.
   eval_report.txt       the per-class (per-entity-type) table of the best epoch.
   eval_predictions.*    the best model's predictions on the eval file.
   predictions.*         with `predict_file`: its predicted labels.
@@ -268,7 +271,8 @@ def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _widths(arrays: dict[str, np.ndarray], length_buckets: int) -> tuple[int, ...]:
-  return bucketing.bucket_widths(arrays["input_ids"].shape[1], length_buckets)
+  return bucketing.bucket_widths(bucketing.lengths_of(arrays["attention_mask"]),
+                                 arrays["input_ids"].shape[1], length_buckets)
 
 
 def epoch_steps(arrays: dict[str, np.ndarray], batch_size: int, length_buckets: int) -> int:
@@ -425,6 +429,11 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                  train_steps=total_steps if train else 0)
   if train_loss is not None:
     results["train_loss"] = train_loss
+    # Training rows (QA: windows) per second of training, compilation included, as
+    # transformers' Trainer counts its train_samples_per_second.
+    results["train_runtime"] = sum(h["train_seconds"] for h in history)
+    results["train_samples_per_second"] = (len(train.arrays["input_ids"]) * cfg.num_epochs
+                                           / results["train_runtime"])
   if train is not None:
     results["best_model_dir"] = best_dir
   if to_predict is not None:
@@ -453,8 +462,10 @@ def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, b
   history, best = [], None
   step, start = 0, time.perf_counter()
   last_epoch_loss = None
+  rows = len(train.arrays["input_ids"])  # every training row once per epoch
   for epoch in range(1, cfg.num_epochs + 1):
     losses = []
+    epoch_start = time.perf_counter()
     for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch,
                                cfg.length_buckets):
       state, metrics = setup.train(state, setup.frozen,
@@ -469,12 +480,17 @@ def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, b
           print(f"step {step}/{total_steps} epoch {epoch} | loss {loss:.4f} | lr "
                 f"{float(metrics['learning_rate']):.3g} | {time.perf_counter() - start:.0f}s",
                 flush=True)
-    last_epoch_loss = float(np.mean(jax.device_get(losses)))
+    last_epoch_loss = float(np.mean(jax.device_get(losses)))  # waits for the epoch's steps
+    # The epoch's training time (its compilations included, its evaluation not): what
+    # transformers' Trainer reports as train_runtime when it does not evaluate.
+    train_seconds = time.perf_counter() - epoch_start
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
     predictions, metrics, table = evaluate(setup, state.params, evaluation, text, task,
                                            label_list, cfg.eval_batch_size, cfg.length_buckets)
-    history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss, **metrics))
+    history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
+                        train_seconds=train_seconds,
+                        train_samples_per_second=rows / train_seconds, **metrics))
     value = metrics[cfg.best_metric]
     improved = best is None or value > best.value
     if jax.process_index() == 0:

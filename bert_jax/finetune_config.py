@@ -66,8 +66,8 @@ class FinetuneConfig:
   seed: int = _field(0, "Seed of the head init, order and dropout.")
   log_every_steps: int = _field(50, "Progress interval.")
   length_buckets: int = _field(
-      4, "Batch widths examples are bucketed into (4: L/8, L/4, L/2, L; see "
-      "bert_jax/bucketing.py); 1: every batch padded to max_seq_length.")
+      4, "At most this many batch widths, fitted to each file's lengths so that the least "
+      "padding is computed (bert_jax/bucketing.py); 1: every batch padded to max_seq_length.")
   # Question answering (--task=qa); BERT's run_squad.py defaults.
   version_2_with_negative: bool = _field(
       False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).")

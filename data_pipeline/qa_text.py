@@ -115,11 +115,20 @@ class QuestionAnsweringText(finetune_text.TextTask):
                         self.options.version_2_with_negative, len(encoded.qa_file.bad_answers))
 
   def decode(self, encoded: EncodedQA, outputs, label_list) -> qa_postprocess.QAPredictions:
-    """Answers per question from the rows' {start_logits, end_logits} [N, L]."""
+    """Answers per question from the rows' {start_logits, end_logits} [N, L].
+
+    Padding positions are set to -1e9 first, as length-bucketed prediction leaves them
+    (bucketing.scatter_outputs): [PAD] never takes one of the n-best start/end slots, so
+    the n-best lists are the same whatever the batch widths. (run_squad ranks padding
+    too and then drops it, so where a model scores padding high its top-k holds fewer
+    valid spans than ours.)"""
     o, f = self.options, encoded.alignment
+    real = np.asarray(encoded.arrays["attention_mask"]) > 0
+    start, end = (np.where(real, np.asarray(outputs[k]), np.float32(-1e9))
+                  for k in ("start_logits", "end_logits"))
     return qa_postprocess.postprocess(
         [e.id for e in encoded.items], [e.context for e in encoded.items], f.example_index,
-        f.offsets, f.is_max_context, outputs["start_logits"], outputs["end_logits"],
+        f.offsets, f.is_max_context, start, end,
         n_best_size=o.n_best_size, max_answer_length=o.max_answer_length,
         version_2_with_negative=o.version_2_with_negative,
         null_score_diff_threshold=o.null_score_diff_threshold)

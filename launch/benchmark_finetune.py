@@ -1,23 +1,31 @@
-r"""Fine-tuning examples/s on short sentences: `launch.finetune` vs transformers' `Trainer`.
+r"""Fine-tuning examples/s: `launch.finetune` vs transformers' `Trainer`, one run, same data.
 
-  python -m launch.benchmark_finetune [--workdir=/tmp/bert_jax_ft_bench] [--num_examples=2048] \
-      [--max_seq_length=128] [--batch_size=32] [--num_epochs=2] [--hidden_size=128 ...]
+  python -m launch.benchmark_finetune [--task=classification|qa] [--workdir=/tmp/bert_jax_ft_bench] \
+      [--num_examples=2048] [--max_seq_length=128] [--batch_size=32] [--num_epochs=2] \
+      [--hidden_size=128 ...]
 
-Both train the same randomly initialised BERT (saved once as a Hugging Face directory with a
-WordPiece vocabulary) for sentence classification on the same made-up sentences of 6-20
-words, at the same sequence length and batch size, on the CPU in this process's machine.
-Ours runs `python -m launch.finetune` (length buckets on and off); transformers' runs
-`Trainer` with padding to max_seq_length (as its run_glue example does by default) and with
-padding per batch (`DataCollatorWithPadding`). Ours reports training examples/s over the
-epochs after the first (compiled, steady state) and over the whole process (model load,
-tokenization and compilation included); transformers' is Trainer's own
-`train_samples_per_second` (its training loop). transformers, torch and accelerate are needed
-only here. Prints one JSON line per run.
+Both sides train the same randomly initialised BERT (saved once as a Hugging Face directory
+with a WordPiece vocabulary) on the same made-up data, at the same sequence length and batch
+size, on this machine's CPU:
+  classification  sentences of 6-20 words (the shape of SST-2 / reviews), 2 labels;
+  qa              SQuAD v1.1-layout questions of 4-12 words over contexts of 40-240 words
+                  (one window each at 384, so examples = windows on both sides).
+Ours runs `python -m launch.finetune` with length buckets (the default 4) and with one
+(padding to max_seq_length); transformers' runs `Trainer` with padding to max_seq_length (its
+run_glue / run_qa default) and with padding per batch (`DataCollatorWithPadding`). Reported:
+  train_samples_per_second   training rows per second of training, compilation included,
+                             evaluation excluded: Trainer's own figure, and ours from
+                             eval_results.json, counted the same way;
+  steady_samples_per_second  ours over the epochs after the first (compiled);
+  process_samples_per_second ours over the whole process (start-up, model load, tokenization,
+                             compilation, evaluations and the best-model export included).
+The sides alternate (ours, theirs, ours, theirs) so that a change in the machine's load
+falls on both. transformers, torch and accelerate are needed only here. Prints one JSON
+line per run and a summary line with the ratios.
 """
 import csv
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,20 +34,64 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from launch import cli
+
+_TASK = flags.DEFINE_enum("task", "classification", ["classification", "qa"], "Which data.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bert_jax_ft_bench", "Scratch directory.")
-_N = flags.DEFINE_integer("num_examples", 2048, "Training sentences.")
-_LEN = flags.DEFINE_integer("max_seq_length", 128, "Sequence length.")
+_N = flags.DEFINE_integer("num_examples", 2048, "Training examples.")
+_LEN = flags.DEFINE_integer("max_seq_length", None, "Sequence length (default: 128, QA 384).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-_EPOCHS = flags.DEFINE_integer("num_epochs", 2, "Epochs (>= 2: the later ones are timed).")
+_EPOCHS = flags.DEFINE_integer("num_epochs", 2, "Epochs (>= 2: the later ones are steady state).")
 _HIDDEN = flags.DEFINE_integer("hidden_size", 128, "Model width (BERT-tiny: 128).")
 _LAYERS = flags.DEFINE_integer("num_layers", 2, "Layers (BERT-tiny: 2).")
 _HEADS = flags.DEFINE_integer("num_heads", 2, "Attention heads.")
 _RUNS = flags.DEFINE_list("runs", ["ours", "transformers"], "Which side(s) to run.")
 _WORDS = 2000
+_EVAL_EXAMPLES = 256
+
+
+def _seq_len():
+  return _LEN.value or (384 if _TASK.value == "qa" else 128)
+
+
+def _words(rng, lo, hi):
+  return [f"w{i}" for i in rng.integers(0, _WORDS, int(rng.integers(lo, hi + 1)))]
+
+
+def _write_classification(root, split, n, rng):
+  path = os.path.join(root, f"{split}.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["sentence", "label"])
+    for _ in range(n):
+      words = _words(rng, 6, 20)
+      w.writerow([" ".join(words), int(words[0][1:]) % 2])
+  return path
+
+
+def _write_qa(root, split, n, rng):
+  """SQuAD v1.1 layout: the answer is 1-3 words of the context, asked for by the words
+  around it (so the task is learnable)."""
+  path = os.path.join(root, f"{split}.json")
+  paragraphs = []
+  for i in range(n):
+    context = _words(rng, 40, 240)
+    at, span = int(rng.integers(4, len(context) - 4)), int(rng.integers(1, 4))
+    question = context[at - 3:at] + _words(rng, 1, 9)
+    answer = " ".join(context[at:at + span])
+    text = " ".join(context)
+    start = len(" ".join(context[:at])) + 1
+    assert text[start:start + len(answer)] == answer
+    paragraphs.append({"context": text, "qas": [{
+        "id": f"{split}{i}", "question": " ".join(question),
+        "answers": [{"text": answer, "answer_start": start}]}]})
+  with open(path, "w") as f:
+    json.dump({"version": "1.1", "data": [{"title": "bench", "paragraphs": paragraphs}]}, f)
+  return path
 
 
 def _make_inputs(root):
-  """A random BERT as a Hugging Face directory, and train/eval CSVs of short sentences."""
+  """A random BERT as a Hugging Face directory, and the train/eval files."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(root, "model")
@@ -56,81 +108,125 @@ def _make_inputs(root):
   transformers.BertTokenizerFast(os.path.join(model_dir, "vocab.txt"),
                                  do_lower_case=True).save_pretrained(model_dir)
   rng = np.random.default_rng(0)
-  files = {}
-  for split, n in (("train", _N.value), ("eval", 256)):
-    path = os.path.join(root, f"{split}.csv")
-    with open(path, "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(["sentence", "label"])
-      for _ in range(n):
-        words = rng.integers(0, _WORDS, int(rng.integers(6, 21)))
-        w.writerow([" ".join(f"w{i}" for i in words), int(words[0] % 2)])
-    files[split] = path
+  write = _write_qa if _TASK.value == "qa" else _write_classification
+  files = {split: write(root, split, n, rng)
+           for split, n in (("train", _N.value), ("eval", _EVAL_EXAMPLES))}
   return model_dir, files
 
 
-def _ours(model_dir, files, out, bucketing):
-  cmd = [sys.executable, "-m", "launch.finetune", "--task=classification",
+def _ours(model_dir, files, out, length_buckets):
+  cmd = [sys.executable, "-m", "launch.finetune", f"--task={_TASK.value}",
          f"--init_from={model_dir}", f"--output_dir={out}", f"--train_file={files['train']}",
-         f"--eval_file={files['eval']}", f"--max_seq_length={_LEN.value}",
-         f"--batch_size={_BATCH.value}", f"--num_epochs={_EPOCHS.value}", "--log_every_steps=1",
-         f"--length_buckets={4 if bucketing else 1}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+         f"--eval_file={files['eval']}", f"--max_seq_length={_seq_len()}",
+         f"--batch_size={_BATCH.value}", f"--num_epochs={_EPOCHS.value}",
+         f"--length_buckets={length_buckets}", "--log_every_steps=1000000"]
   start = time.perf_counter()
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env)
-  stamps = []  # (step, epoch, wall time the progress line arrived)
-  for line in proc.stdout:
-    m = re.match(r"step (\d+)/(\d+) epoch (\d+)", line)
-    if m:
-      stamps.append((int(m.group(1)), int(m.group(3)), time.perf_counter()))
-  if proc.wait():
-    raise RuntimeError(f"launch.finetune failed: {' '.join(cmd)}")
-  steps_per_epoch = max(s for s, e, _ in stamps if e == 1)
-  later = [t for s, e, t in stamps if e >= 2]
-  end_of_first = max(t for s, e, t in stamps if e == 1)
-  timed = _N.value * (_EPOCHS.value - 1) / (later[-1] - end_of_first) if later else None
-  return {"framework": "bert-jax", "length_buckets": bucketing,
-          "steps_per_epoch": steps_per_epoch,
-          "examples_per_s_after_first_epoch": timed,
-          "examples_per_s_all_epochs": _N.value * _EPOCHS.value / (stamps[-1][2] - start)}
+  proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), check=False)
+  wall = time.perf_counter() - start
+  if proc.returncode:
+    raise RuntimeError(f"launch.finetune failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}")
+  with open(os.path.join(out, "eval_results.json")) as f:
+    results = json.load(f)
+  later = results["history"][1:]
+  rows = results["num_train_examples"]  # QA: windows (one per example here)
+  return {"framework": "bert-jax", "length_buckets": length_buckets,
+          "train_rows": rows, "train_steps": results["train_steps"],
+          "train_samples_per_second": results["train_samples_per_second"],
+          "steady_samples_per_second": (rows * len(later) / sum(h["train_seconds"] for h in later)
+                                        if later else None),
+          "process_samples_per_second": rows * _EPOCHS.value / wall,
+          "process_seconds": wall}
+
+
+def _hf_classification_data(tok, files, pad_to_max):
+  with open(files["train"], newline="") as f:
+    rows = list(csv.DictReader(f))
+  enc = tok([r["sentence"] for r in rows], truncation=True, max_length=_seq_len(),
+            padding="max_length" if pad_to_max else False)
+  return [{**{k: enc[k][i] for k in enc}, "labels": int(r["label"])}
+          for i, r in enumerate(rows)]
+
+
+def _hf_qa_data(tok, files, pad_to_max):
+  """run_qa's training features: question first, the context truncated and windowed,
+  answer positions from the offsets (every context here fits one window)."""
+  with open(files["train"]) as f:
+    squad = json.load(f)
+  qas = [(qa["question"], p["context"], qa["answers"][0])
+         for article in squad["data"] for p in article["paragraphs"] for qa in p["qas"]]
+  enc = tok([q for q, _, _ in qas], [c for _, c, _ in qas], truncation="only_second",
+            max_length=_seq_len(), stride=128, return_overflowing_tokens=True,
+            return_offsets_mapping=True, padding="max_length" if pad_to_max else False)
+  data = []
+  for i, offsets in enumerate(enc["offset_mapping"]):
+    _, _, answer = qas[enc["overflow_to_sample_mapping"][i]]
+    lo, hi = answer["answer_start"], answer["answer_start"] + len(answer["text"])
+    seq = enc.sequence_ids(i)
+    start = end = 0
+    for t, (a, b) in enumerate(offsets):
+      if seq[t] != 1:
+        continue
+      if a <= lo < b:
+        start = t
+      if a < hi <= b:
+        end = t
+    data.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                 "attention_mask": enc["attention_mask"][i], "start_positions": start,
+                 "end_positions": end})
+  return data
 
 
 def _theirs(model_dir, files, out, pad_to_max):
   import transformers  # pylint: disable=import-outside-toplevel
   tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-  model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-  with open(files["train"], newline="") as f:
-    rows = list(csv.DictReader(f))
-  enc = tok([r["sentence"] for r in rows], truncation=True, max_length=_LEN.value,
-            padding="max_length" if pad_to_max else False)
-  data = [{**{k: enc[k][i] for k in enc}, "labels": int(r["label"])} for i, r in enumerate(rows)]
+  if _TASK.value == "qa":
+    model = transformers.BertForQuestionAnswering.from_pretrained(model_dir)
+    data = _hf_qa_data(tok, files, pad_to_max)
+  else:
+    model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    data = _hf_classification_data(tok, files, pad_to_max)
+  steps = len(data) * _EPOCHS.value // _BATCH.value
   args = transformers.TrainingArguments(
       output_dir=out, per_device_train_batch_size=_BATCH.value, num_train_epochs=_EPOCHS.value,
       learning_rate=3e-5, weight_decay=0.01, save_strategy="no",
-      warmup_steps=max(1, _N.value * _EPOCHS.value // _BATCH.value // 10),
-      report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0)
+      warmup_steps=max(1, steps // 10), report_to=[], logging_strategy="no", use_cpu=True,
+      dataloader_num_workers=0, seed=0)
   trainer = transformers.Trainer(model=model, args=args, train_dataset=data,
                                  data_collator=transformers.DataCollatorWithPadding(tok))
   result = trainer.train()
   return {"framework": f"transformers {transformers.__version__} Trainer (PyTorch)",
-          "pad_to_max_length": pad_to_max,
-          "examples_per_s_all_epochs": result.metrics["train_samples_per_second"]}
+          "pad_to_max_length": pad_to_max, "train_rows": len(data),
+          "train_samples_per_second": result.metrics["train_samples_per_second"]}
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = set(_RUNS.value) - {"ours", "transformers"}
+  if unknown:
+    raise ValueError(f"--runs: unknown side(s) {sorted(unknown)}; known: ours, transformers")
   os.makedirs(_WORKDIR.value, exist_ok=True)
   model_dir, files = _make_inputs(_WORKDIR.value)
-  common = {"num_examples": _N.value, "max_seq_length": _LEN.value, "batch_size": _BATCH.value,
-            "num_epochs": _EPOCHS.value, "hidden_size": _HIDDEN.value, "layers": _LAYERS.value}
-  for bucketing in (True, False) if "ours" in _RUNS.value else ():
-    print(json.dumps({**common, **_ours(model_dir, files, os.path.join(_WORKDIR.value, "ours"),
-                                        bucketing)}), flush=True)
-  for pad_to_max in (True, False) if "transformers" in _RUNS.value else ():
-    print(json.dumps({**common, **_theirs(model_dir, files, os.path.join(_WORKDIR.value, "hf"),
-                                          pad_to_max)}), flush=True)
+  common = {"task": _TASK.value, "num_examples": _N.value, "max_seq_length": _seq_len(),
+            "batch_size": _BATCH.value, "num_epochs": _EPOCHS.value,
+            "hidden_size": _HIDDEN.value, "layers": _LAYERS.value}
+  best = {}
+  # Alternating: (ours buckets, theirs per-batch padding), (ours one bucket, theirs max length).
+  for buckets, pad_to_max in ((4, False), (1, True)):
+    if "ours" in _RUNS.value:
+      row = _ours(model_dir, files, os.path.join(_WORKDIR.value, "ours"), buckets)
+      best[f"ours_buckets_{buckets}"] = row["train_samples_per_second"]
+      print(json.dumps({**common, **row}), flush=True)
+    if "transformers" in _RUNS.value:
+      row = _theirs(model_dir, files, os.path.join(_WORKDIR.value, "hf"), pad_to_max)
+      best["trainer_pad_" + ("max" if pad_to_max else "batch")] = row["train_samples_per_second"]
+      print(json.dumps({**common, **row}), flush=True)
+  if len(best) == 4:
+    print(json.dumps({"summary": True, **common, **{k: round(v, 2) for k, v in best.items()},
+                      "ratio_to_best_trainer": round(best["ours_buckets_4"] / max(
+                          best["trainer_pad_batch"], best["trainer_pad_max"]), 3)}), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

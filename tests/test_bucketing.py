@@ -11,10 +11,33 @@ def _lengths(n=500, seed=0):
   return np.random.default_rng(seed).integers(3, L + 1, n)
 
 
+def _padded_tokens(lengths, widths):
+  return int(np.asarray(widths)[bucketing.assign(lengths, widths)].sum())
+
+
+def test_widths_are_the_least_padding_choice_of_at_most_k():
+  """The widths minimise the tokens computed over all choices of <= k multiples of 8
+  (checked by brute force), and one bucket pads to max_seq_length."""
+  import itertools
+
+  rng = np.random.default_rng(3)
+  sentences = rng.integers(8, 23, 400)  # 8-22 tokens: short sentences at L=128
+  assert bucketing.bucket_widths(sentences, L, 1) == (L,)
+  assert bucketing.bucket_widths(sentences, L, 2) == (16, 24)
+  for lengths in (sentences, rng.integers(1, 65, 300), rng.integers(40, 61, 50)):
+    candidates = sorted({min(-(-int(n) // 8) * 8, L) for n in lengths})
+    for k in (2, 3, 4):
+      widths = bucketing.bucket_widths(lengths, L, k)
+      assert len(widths) <= k and widths[-1] >= lengths.max() and all(w % 8 == 0 for w in widths)
+      best = min(_padded_tokens(lengths, c) for r in range(1, k + 1)
+                 for c in itertools.combinations(candidates, r) if c[-1] >= lengths.max())
+      assert _padded_tokens(lengths, widths) == best, (k, widths)
+  assert bucketing.bucket_widths(np.array([3, 200]), 200, 4) == (8, 200)  # capped at L
+  with pytest.raises(ValueError, match="longer than max_seq_length"):
+    bucketing.bucket_widths(np.array([129]), L, 4)
+
+
 def test_widths_lengths_and_assignment():
-  assert bucketing.bucket_widths(128) == (16, 32, 64, 128)
-  assert bucketing.bucket_widths(100, num_buckets=3) == (32, 56, 100)
-  assert bucketing.bucket_widths(16, num_buckets=4) == (8, 16)
   mask = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
   np.testing.assert_array_equal(bucketing.lengths_of(mask), [3, 1, 0, 5])
   np.testing.assert_array_equal(bucketing.assign([1, 16, 17, 64, 65, 128], (16, 32, 64, 128)),
@@ -25,7 +48,7 @@ def test_widths_lengths_and_assignment():
 
 def test_train_plan_covers_every_example_once_in_fitting_shuffled_batches():
   lengths = _lengths()
-  widths = bucketing.bucket_widths(L)
+  widths = bucketing.bucket_widths(lengths, L)
   plan = bucketing.train_plan(lengths, widths, 16, seed=1, epoch=0)
   members = np.concatenate([idx for _, idx in plan])
   assert sorted(members.tolist()) == list(range(len(lengths)))
@@ -49,7 +72,7 @@ def test_train_plan_covers_every_example_once_in_fitting_shuffled_batches():
 
 def test_eval_plan_and_scatter_restore_input_order():
   lengths = _lengths(77)
-  widths = bucketing.bucket_widths(L)
+  widths = bucketing.bucket_widths(lengths, L)
   arrays = {"input_ids": np.arange(77 * L).reshape(77, L), "labels": np.arange(77),
             "tags": np.arange(77 * L).reshape(77, L) + 5}
   pieces_seq, pieces_tok, pieces_ids = [], [], []

@@ -74,6 +74,12 @@ def test_model_fields_are_overridable():
   assert tuple(config.mesh_shape) == (2, 2, 2)
 
 
+def test_packed_variant_turns_packing_on_and_the_presets_leave_it_off():
+  assert not common.apply_variants(common.base_config("base"), "").data.packing
+  packed = common.apply_variants(common.base_config("base"), "tiny,packed")
+  assert packed.data.packing and packed.data.packing_max_instances == 4
+
+
 def test_unknown_variant_is_refused():
   with pytest.raises(ValueError, match="unknown config variant"):
     common.apply_variants(common.base_config("tiny"), "tiny,huge")

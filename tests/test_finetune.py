@@ -39,6 +39,10 @@ def test_classification_learns_exports_and_predicts(tmp_path, hf_dir):
   per_epoch = results["history"][0]["step"]
   assert len(results["history"]) == 6 and results["train_steps"] == 6 * per_epoch
   assert per_epoch in (8, 9)
+  # Training throughput as Trainer counts it: rows x epochs over the epochs' train time.
+  runtime = sum(h["train_seconds"] for h in results["history"])
+  np.testing.assert_allclose(results["train_runtime"], runtime, rtol=1e-9)
+  np.testing.assert_allclose(results["train_samples_per_second"], 256 * 6 / runtime, rtol=1e-9)
   saved = F.read_json(out / "eval_results.json")
   assert saved["eval_accuracy"] == results["eval_accuracy"]
   assert saved["best_epoch"] == max(range(1, 7), key=lambda e: (

@@ -10,6 +10,9 @@ Variants (comma-separated after the file name, `PRESET.py:tiny,bf16`):
   bf16  bfloat16 compute with float32 parameters and optimizer state.
   fp32  float32 compute (the default for the tiny/mini presets).
   lamb  the LAMB optimizer (large batches).
+  packed  several instances per training row (`data.packing`): for corpora of short
+        documents and for seq 512, where rows are otherwise mostly [PAD]; off in the
+        presets, whose seq-128 rows on long documents are ~92% full already.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import dataclasses
 
 import ml_collections
 
-VARIANTS = ("tiny", "bf16", "fp32", "lamb")
+VARIANTS = ("tiny", "bf16", "fp32", "lamb", "packed")
 
 
 def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -160,4 +163,6 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
       c.model.dtype = "float32"
     elif name == "lamb":
       c.optimizer = "lamb"
+    elif name == "packed":
+      c.data.packing = True
   return c
