@@ -36,6 +36,7 @@ files, the tokenizer and its export) is handed in by the caller (`run(cfg, text)
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -140,6 +141,33 @@ class Setup:
   total_count: int
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
+  def precompile(self, jobs: list[tuple[str, tuple]]) -> None:
+    """Compiles each (step name, arguments) of `jobs` ("train" or "predict") for its
+    arguments' shapes, all at once, a thread per core (XLA compiles outside the GIL):
+    the length buckets of a run then cost about one compilation's wall time per core
+    instead of the sum, each of which would otherwise stall its first step. `step` runs
+    the results."""
+    todo = {}
+    for name, args in jobs:
+      key = _shape_key(name, args)
+      if key not in self._cache:
+        todo[key] = (getattr(self, name).__wrapped__, args)  # the jit under in_mesh
+
+    def compile_one(item):
+      jitted, args = item
+      with partitioning.axis_rules(self.mesh):
+        return jitted.lower(*args).compile()
+
+    if todo:
+      workers = min(len(todo), os.cpu_count() or 1)
+      with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        self._cache.update(zip(todo, pool.map(compile_one, todo.values())))
+
+  def step(self, name: str, *args):
+    """Step `name` on `args`: the precompiled executable for their shapes, else the jit."""
+    compiled = self._cache.get(_shape_key(name, args))
+    return compiled(*args) if compiled is not None else getattr(self, name)(*args)
+
   def merged_params(self, trainable=None):
     """The full parameter tree with LoRA merged in (device arrays)."""
     trainable = self.state.params if trainable is None else trainable
@@ -147,6 +175,12 @@ class Setup:
       self._cache["merge"] = jax.jit(functools.partial(lora.assemble, lora_scale=self.lora_scale))
     with partitioning.axis_rules(self.mesh):
       return self._cache["merge"](trainable, self.frozen)
+
+
+def _shape_key(name: str, args: tuple) -> tuple:
+  """What a compiled step depends on among its arguments: the batch (the last one)'s
+  shapes; the state and parameters keep theirs for the whole run."""
+  return (name,) + tuple(sorted((k, tuple(v.shape)) for k, v in args[-1].items()))
 
 
 def _place(value: np.ndarray, sharding) -> jax.Array:
@@ -292,6 +326,23 @@ def train_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int, epo
     yield _pad_rows(bucketing.take(arrays, idx, width, full), batch_size)
 
 
+def _to_device(setup: Setup, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  return partitioning.host_to_device(_local_rows(batch), setup.mesh)
+
+
+def _one_batch_per_width(setup: Setup, arrays: dict[str, np.ndarray], batch_size: int,
+                         length_buckets: int) -> list[dict[str, jax.Array]]:
+  """A device batch of each width `arrays` is bucketed into (for precompiling)."""
+  full = arrays["input_ids"].shape[1]
+  plan = bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
+                             _widths(arrays, length_buckets), batch_size)
+  first = {}
+  for width, idx in plan:
+    first.setdefault(width, idx)
+  return [_to_device(setup, _pad_rows(bucketing.take(arrays, idx, width, full), batch_size))
+          for width, idx in first.items()]
+
+
 def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int, *,
                 per_token: bool = False, length_buckets: int = 1) -> Any:
   """Outputs of `predict_step` for every row of `data`, in input order (NumPy; a pytree
@@ -302,12 +353,14 @@ def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int, *,
   n, full = arrays["input_ids"].shape
   plan = bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
                              _widths(arrays, length_buckets), batch_size)
+  setup.precompile([("predict", (trainable, setup.frozen, b))
+                    for b in _one_batch_per_width(setup, arrays, batch_size, length_buckets)])
   indices, outs = [], []
   for width, idx in plan:
     rows = bucketing.take(arrays, idx, width, full)
-    batch = partitioning.host_to_device(_local_rows(_pad_rows(rows, batch_size)), setup.mesh)
+    batch = _to_device(setup, _pad_rows(rows, batch_size))
     outs.append(jax.tree.map(lambda x, m=len(idx): np.asarray(x)[:m], jax.device_get(
-        setup.predict(trainable, setup.frozen, batch))))
+        setup.step("predict", trainable, setup.frozen, batch))))
     indices.append(idx)
   return jax.tree.map(
       lambda *parts: bucketing.scatter_outputs(zip(indices, parts), n, full, per_token), *outs)
@@ -466,10 +519,16 @@ def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, b
   for epoch in range(1, cfg.num_epochs + 1):
     losses = []
     epoch_start = time.perf_counter()
+    if epoch == 1:  # every shape of the run at once: the train widths and the eval widths
+      setup.precompile(
+          [("train", (state, setup.frozen, b))
+           for b in _one_batch_per_width(setup, train.arrays, cfg.batch_size, cfg.length_buckets)]
+          + ([("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
+              setup, {k: evaluation.arrays[k] for k in batch_lib.INPUT_KEYS},
+              cfg.eval_batch_size, cfg.length_buckets)] if evaluation is not None else []))
     for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch,
                                cfg.length_buckets):
-      state, metrics = setup.train(state, setup.frozen,
-                                   partitioning.host_to_device(_local_rows(batch), setup.mesh))
+      state, metrics = setup.step("train", state, setup.frozen, _to_device(setup, batch))
       losses.append(metrics["loss"])
       step += 1
       if step % cfg.log_every_steps == 0 or step == total_steps:
