@@ -330,12 +330,15 @@ def _to_device(setup: Setup, batch: dict[str, np.ndarray]) -> dict[str, jax.Arra
   return partitioning.host_to_device(_local_rows(batch), setup.mesh)
 
 
-def _one_batch_per_width(setup: Setup, arrays: dict[str, np.ndarray], batch_size: int,
-                         length_buckets: int) -> list[dict[str, jax.Array]]:
-  """A device batch of each width `arrays` is bucketed into (for precompiling)."""
-  full = arrays["input_ids"].shape[1]
-  plan = bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
+def _eval_plan(arrays: dict[str, np.ndarray], batch_size: int, length_buckets: int):
+  return bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
                              _widths(arrays, length_buckets), batch_size)
+
+
+def _one_batch_per_width(setup: Setup, arrays: dict[str, np.ndarray], plan,
+                         batch_size: int) -> list[dict[str, jax.Array]]:
+  """A device batch of each width of `plan` (an eval plan of `arrays`; for precompiling)."""
+  full = arrays["input_ids"].shape[1]
   first = {}
   for width, idx in plan:
     first.setdefault(width, idx)
@@ -351,10 +354,9 @@ def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int, *,
   keys = batch_lib.INPUT_KEYS
   arrays = {k: data.arrays[k] for k in keys}
   n, full = arrays["input_ids"].shape
-  plan = bucketing.eval_plan(bucketing.lengths_of(arrays["attention_mask"]),
-                             _widths(arrays, length_buckets), batch_size)
+  plan = _eval_plan(arrays, batch_size, length_buckets)
   setup.precompile([("predict", (trainable, setup.frozen, b))
-                    for b in _one_batch_per_width(setup, arrays, batch_size, length_buckets)])
+                    for b in _one_batch_per_width(setup, arrays, plan, batch_size)])
   indices, outs = [], []
   for width, idx in plan:
     rows = bucketing.take(arrays, idx, width, full)
@@ -520,12 +522,15 @@ def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, b
     losses = []
     epoch_start = time.perf_counter()
     if epoch == 1:  # every shape of the run at once: the train widths and the eval widths
-      setup.precompile(
-          [("train", (state, setup.frozen, b))
-           for b in _one_batch_per_width(setup, train.arrays, cfg.batch_size, cfg.length_buckets)]
-          + ([("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
-              setup, {k: evaluation.arrays[k] for k in batch_lib.INPUT_KEYS},
-              cfg.eval_batch_size, cfg.length_buckets)] if evaluation is not None else []))
+      jobs = [("train", (state, setup.frozen, b)) for b in _one_batch_per_width(
+          setup, train.arrays, _eval_plan(train.arrays, cfg.batch_size, cfg.length_buckets),
+          cfg.batch_size)]
+      if evaluation is not None:
+        inputs = {k: evaluation.arrays[k] for k in batch_lib.INPUT_KEYS}
+        jobs += [("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
+            setup, inputs, _eval_plan(inputs, cfg.eval_batch_size, cfg.length_buckets),
+            cfg.eval_batch_size)]
+      setup.precompile(jobs)
     for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch,
                                cfg.length_buckets):
       state, metrics = setup.step("train", state, setup.frozen, _to_device(setup, batch))

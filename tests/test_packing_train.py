@@ -1,12 +1,10 @@
 """Pretraining with packed rows end to end, and the packing settings refused up front."""
-import os
 
 import numpy as np
 import pytest
 
 from bert_jax import batch as batch_lib
 from bert_jax import partitioning
-from bert_jax import train
 from launch import sources
 from tests.helpers import pretrain as pretrain_testlib
 
@@ -15,22 +13,8 @@ WORDS = 300
 
 def _prepare_short_documents(root):
   """Documents of 1-3 short sentences: at seq 64 most of an unpacked row is padding."""
-  from data_pipeline import prepare as prepare_lib
-  vocab = os.path.join(root, "vocab.txt")
-  with open(vocab, "w") as f:
-    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                      + [f"w{i}" for i in range(WORDS)]) + "\n")
-  rng = np.random.default_rng(0)
-  corpus = os.path.join(root, "corpus.txt")
-  with open(corpus, "w") as f:
-    for _ in range(120):
-      for _ in range(int(rng.integers(1, 4))):
-        f.write(" ".join(f"w{i}" for i in rng.integers(0, WORDS, int(rng.integers(2, 8)))) + "\n")
-      f.write("\n")
-  data_dir = os.path.join(root, "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2, docs_per_shard=40,
-                      progress=False)
-  return data_dir
+  return pretrain_testlib.prepare_made_up_corpus(root, words=WORDS, docs=120, sentences=(1, 4),
+                                                 words_per_sentence=(2, 8), docs_per_shard=40)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from tests.helpers import pretrain as pretrain_testlib
 from tests.helpers.pretrain import pretrain_command
 
 from bert_jax import tree as tree_lib
@@ -28,22 +29,8 @@ WORDS = 400  # made-up words w0..w399; ids 5.. after the BERT specials
 
 
 def _prepare_data(root):
-  from data_pipeline import prepare as prepare_lib
-  vocab = os.path.join(root, "vocab.txt")
-  with open(vocab, "w") as f:
-    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                      + [f"w{i}" for i in range(WORDS)]) + "\n")
-  rng = np.random.default_rng(0)
-  corpus = os.path.join(root, "corpus.txt")
-  with open(corpus, "w") as f:
-    for _ in range(40):
-      for _ in range(int(rng.integers(6, 20))):
-        f.write(" ".join(f"w{i}" for i in rng.integers(0, WORDS, int(rng.integers(3, 15)))) + "\n")
-      f.write("\n")
-  data_dir = os.path.join(root, "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2, docs_per_shard=10,
-                      progress=False)
-  return data_dir
+  return pretrain_testlib.prepare_made_up_corpus(root, words=WORDS, docs=40, sentences=(6, 20),
+                                                 words_per_sentence=(3, 15), docs_per_shard=10)
 
 
 def _command(workdir, data_dir):

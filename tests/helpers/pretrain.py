@@ -56,3 +56,28 @@ def pretrain_command(workdir, data_dir, **overrides):
            "--config.global_batch_size=8", "--config.eval_batch_size=8",
            "--config.write_tensorboard=False"]
           + [f"--config.{name}={value}" for name, value in overrides.items()])
+
+
+def prepare_made_up_corpus(root, *, words, docs, sentences, words_per_sentence, docs_per_shard):
+  """A prepared dataset of `docs` documents of made-up words w0..w{words-1} (ids 5.. after
+  the BERT specials), each of `sentences` = (lo, hi) sentences of `words_per_sentence` =
+  (lo, hi) words (NumPy's integers(lo, hi) ranges; seed 0), under root/data."""
+  import os
+
+  from data_pipeline import prepare as prepare_lib
+  vocab = os.path.join(root, "vocab.txt")
+  with open(vocab, "w") as f:
+    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                      + [f"w{i}" for i in range(words)]) + "\n")
+  rng = np.random.default_rng(0)
+  corpus = os.path.join(root, "corpus.txt")
+  with open(corpus, "w") as f:
+    for _ in range(docs):
+      for _ in range(int(rng.integers(*sentences))):
+        f.write(" ".join(f"w{i}" for i in rng.integers(0, words, int(rng.integers(
+            *words_per_sentence)))) + "\n")
+      f.write("\n")
+  data_dir = os.path.join(root, "data")
+  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2,
+                      docs_per_shard=docs_per_shard, progress=False)
+  return data_dir
