@@ -29,7 +29,7 @@ A batch without instance_ids is unpacked.
 
 Fine-tuning batch: the three input keys plus `labels` ([B] int32 class ids, [B]
 float32 regression targets, or [B, L] int32 token tags with IGNORE_INDEX where no
-tag is predicted); a task may add keys of its own (see `bert_jax.tasks`). Extractive
+tag is predicted); a task may add keys of its own (see `bert_jax.finetune.tasks`). Extractive
 QA rows are context windows, several per question, with `start_positions` and
 `end_positions` ([B] int32; 0 = [CLS]: the answer is not in this window / there is
 none) and `label_weights` ([B] float32; 0 for windows not to train on) instead of

@@ -25,15 +25,15 @@ import numpy as np
 import optax
 
 from bert_jax import batch as batch_lib
-from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import distributed
+from bert_jax.checkpointing import manager as checkpoint_lib
+from bert_jax.multihost import distributed
 from bert_jax import flops as flops_lib
-from bert_jax import job_failure
+from bert_jax.multihost import job_failure
 from bert_jax import metrics as metrics_lib
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
-from bert_jax import preemption as preemption_lib
+from bert_jax.multihost import preemption as preemption_lib
 from bert_jax import progress as progress_lib
 from bert_jax import tree as tree_lib
 

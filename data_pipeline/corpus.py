@@ -24,7 +24,7 @@ import gzip
 import os
 from collections.abc import Iterator, Sequence
 
-from data_pipeline import text_scripts
+from data_pipeline.text import scripts as text_scripts
 
 TEXT_FORMATS = ("bert", "lines", "paragraphs")
 _BINARY_SNIFF_BYTES = 8192

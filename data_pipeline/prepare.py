@@ -30,10 +30,10 @@ import numpy as np
 
 from data_pipeline import corpus as corpus_lib
 from data_pipeline import records
-from data_pipeline import text_scripts
-from data_pipeline import word_segmentation
+from data_pipeline.text import scripts as text_scripts
+from data_pipeline.text import word_segmentation
 from data_pipeline.fileio import write_text_atomic
-from data_pipeline.tokenizers import Tokenizer, load_tokenizer
+from data_pipeline.text.tokenizer import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "bert-jax-tokenized-documents"

@@ -12,7 +12,7 @@ an exception releases the lock, and a waiter takes over likewise.
 
 No jax here: `data_pipeline` never imports it. In a multi-process job, a failure of the
 owner also stops the waiters through the job's own failure handling
-(`bert_jax/job_failure.py`), which is faster than any of these timeouts.
+(`bert_jax/multihost/job_failure.py`), which is faster than any of these timeouts.
 """
 from __future__ import annotations
 

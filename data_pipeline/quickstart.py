@@ -17,7 +17,7 @@ from data_pipeline import corpus as corpus_lib
 from data_pipeline.default_corpus import corpus_root, write_default_corpus
 from data_pipeline.prepare_once import prepare_once
 from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, prepare
-from data_pipeline.tokenizers import train_sentencepiece
+from data_pipeline.text.tokenizer import train_sentencepiece
 
 _STAMP = "quickstart.json"
 

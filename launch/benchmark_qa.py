@@ -55,7 +55,7 @@ def ours(config, batches, steps):
   import optax
   from bert_jax import model as model_lib
   from bert_jax import optim
-  from bert_jax.tasks import question_answering as qa
+  from bert_jax.finetune.tasks import question_answering as qa
 
   model = model_lib.BertForQuestionAnswering(config)
   params = jax.jit(lambda r: model_lib.nn.unbox(model.init(

@@ -12,7 +12,7 @@ Exit statuses:
      CheckpointError, ... included). One line `error: <message>` on stderr, no traceback;
      `--verbose` or BERT_JAX_VERBOSE=1 prints the traceback too.
   3  stopped because another process of the same job failed (multi-process runs; that
-     process's index and reason are printed, see bert_jax/job_failure.py).
+     process's index and reason are printed, see bert_jax/multihost/job_failure.py).
   130 interrupted (Ctrl-C).
 
 In a multi-process job a process that ends with 1 or 2 tells the others, which stop
@@ -44,7 +44,7 @@ _USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
                 FileExistsError, PermissionError, flags.Error, app.UsageError)
 # Library errors that are not ValueErrors, by module: checked only if that module was
 # imported (a launcher that never imports jax pays nothing for bert_jax's).
-_NAMED_USER_ERRORS = (("bert_jax.distributed", "DistributedSetupError"),
+_NAMED_USER_ERRORS = (("bert_jax.multihost.distributed", "DistributedSetupError"),
                       ("data_pipeline.prepare_once", "PreparationWaitError"))
 
 
@@ -95,7 +95,7 @@ def message(error: BaseException) -> str:
 
 def _stop(status: int, reason: str) -> None:
   """Leaves with `status`; in a multi-process job tells the other processes first."""
-  job_failure = sys.modules.get("bert_jax.job_failure")
+  job_failure = sys.modules.get("bert_jax.multihost.job_failure")
   if job_failure is not None and job_failure.active():
     job_failure.fail_job(status, reason)  # does not return
   sys.exit(status)
@@ -178,7 +178,7 @@ def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], i
     except Exception as e:  # pylint: disable=broad-except
       traceback.print_exc()
       sys.stderr.flush()
-      from bert_jax import job_failure  # pylint: disable=import-outside-toplevel
+      from bert_jax.multihost import job_failure  # pylint: disable=import-outside-toplevel
       _stop(BUG, job_failure.describe(e))
     if status:
       _stop(int(status), f"exited with status {status}")

@@ -7,7 +7,7 @@ Elsewhere (a hand-started multi-node GPU job, the tests on loopback) give all th
 """
 from absl import flags
 
-from bert_jax import distributed
+from bert_jax.multihost import distributed
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, reachable from every process.")

@@ -19,8 +19,8 @@ import sys
 from absl import app
 from absl import flags
 
-from bert_jax import checkpoint
-from bert_jax import init_from
+from bert_jax.checkpointing import manager as checkpoint
+from bert_jax.checkpointing import init_from
 from bert_jax import interop
 from bert_jax import model as model_lib
 from launch import cli
@@ -38,7 +38,7 @@ flags.mark_flags_as_required(["workdir", "output_dir"])
 def find_tokenizer(meta: dict, override: str | None):
   """The run's tokenizer, checked against the identity the checkpoint recorded; None
   for runs on synthetic data (they have none)."""
-  from data_pipeline import tokenizers  # pylint: disable=import-outside-toplevel
+  from data_pipeline.text import tokenizer as tokenizers  # pylint: disable=import-outside-toplevel
   recorded = meta.get("tokenizer")
   if recorded is None and not override:
     return None
@@ -62,7 +62,7 @@ def find_tokenizer(meta: dict, override: str | None):
 def export(workdir: str, output_dir: str, step: int | None = None,
            tokenizer_path: str | None = None) -> str:
   """Writes the transformers directory; returns the step directory exported."""
-  from data_pipeline import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from data_pipeline.text import hf_tokenizer  # pylint: disable=import-outside-toplevel
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
     raise ValueError(f"--output_dir={output_dir} exists and is not empty; choose a new one")

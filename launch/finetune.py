@@ -12,8 +12,8 @@ calls `finetune.run`.
       --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
 One flag per `finetune_config.FinetuneConfig` field (declared there once, with its help
-text). The task's text side comes from `data_pipeline.finetune_text`. Prints the final
-metrics as one JSON line; see bert_jax/finetune.py for the files written.
+text). The task's text side comes from `data_pipeline.finetune.text_task`. Prints the final
+metrics as one JSON line; see bert_jax/finetune/loop.py for the files written.
 """
 import dataclasses
 import json
@@ -24,9 +24,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from bert_jax import finetune
-from bert_jax import finetune_config
-from data_pipeline import finetune_text
+from bert_jax.finetune import loop as finetune
+from bert_jax.finetune import config as finetune_config
+from data_pipeline.finetune import text_task as finetune_text
 from launch import cli
 
 

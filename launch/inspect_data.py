@@ -13,7 +13,7 @@ from absl import flags
 
 from data_pipeline.batch_stats import SPECIAL_KEYS, batch_statistics, render_example
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
-from data_pipeline.tokenizers import load_tokenizer
+from data_pipeline.text.tokenizer import load_tokenizer
 from launch import cli
 
 _DATA = flags.DEFINE_string("data_dir", None, "A prepared dataset.", required=True)

@@ -13,7 +13,9 @@ import warnings
 
 from absl import flags
 
-from data_pipeline import corpus, text_scripts, word_segmentation
+from data_pipeline import corpus
+from data_pipeline.text import scripts as text_scripts
+from data_pipeline.text import word_segmentation
 from data_pipeline.prepare import prepare
 from launch import cli
 

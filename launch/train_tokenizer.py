@@ -11,8 +11,9 @@ import sys
 
 from absl import flags
 
-from data_pipeline import corpus, text_scripts
-from data_pipeline.tokenizers import (load_tokenizer, read_tokenizer_manifest,
+from data_pipeline import corpus
+from data_pipeline.text import scripts as text_scripts
+from data_pipeline.text.tokenizer import (load_tokenizer, read_tokenizer_manifest,
                                       train_sentencepiece, train_wordpiece)
 from launch import cli
 

@@ -84,7 +84,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.write_tensorboard = True
 
-  # Checkpoints (bert_jax/checkpoint.py). A run starts from the latest complete
+  # Checkpoints (bert_jax/checkpointing/manager.py). A run starts from the latest complete
   # checkpoint in WORKDIR/checkpoints, else from init_from (parameters only), else fresh.
   c.checkpoint_every_steps = 1000  # also saved at the last step and on SIGTERM; 0: only those
   c.keep_checkpoints = 3           # the last K are kept ...

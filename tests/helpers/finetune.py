@@ -100,6 +100,6 @@ def read_json(path):
 
 def run(cfg):
   """`finetune.run` with the task's text side, as launch.finetune calls it."""
-  from bert_jax import finetune
-  from data_pipeline import finetune_text
+  from bert_jax.finetune import loop as finetune
+  from data_pipeline.finetune import text_task as finetune_text
   return finetune.run(cfg, finetune_text.make_text_task(cfg.task, **cfg.text_options()))

@@ -4,8 +4,10 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from bert_jax import train
+from bert_jax import tree as tree_lib
 from bert_jax.configs import common
 from bert_jax.configs import tiny
 from launch import sources
@@ -81,3 +83,23 @@ def prepare_made_up_corpus(root, *, words, docs, sentences, words_per_sentence, 
   prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2,
                       docs_per_shard=docs_per_shard, progress=False)
   return data_dir
+
+
+def prepare_resume_corpus(root):
+  """The made-up corpus of the resume and multi-process tests: 400 words w0..w399 (ids 5..
+  after the BERT specials), 40 documents."""
+  return prepare_made_up_corpus(root, words=400, docs=40, sentences=(6, 20),
+                                                 words_per_sentence=(3, 15), docs_per_shard=10)
+
+
+def read_state(step_dir):
+  """{name: numpy array} of a checkpoint's train state, read on the host."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  path = os.path.join(step_dir, "state")
+  metadata = checkpointer.metadata(path)
+  metadata = getattr(metadata, "item_metadata", metadata)
+  restore_args = ocp.checkpoint_utils.construct_restore_args(
+      {k: v for k, v in metadata.items()})
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), restore_args)
+  tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return tree_lib.flatten_with_names(tree)

@@ -1,0 +1,159 @@
+"""What a fine-tuning run is handed: its options and the text side's protocol.
+
+`FinetuneConfig` is declared once: every field carries its help text, and
+`launch/finetune.py` makes the absl flags from the fields. `TextSide` /
+`EncodedData` are what `finetune.run` needs of the text package (its
+`finetune_text.make_text_task`), which bert_jax never imports.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import numpy as np
+
+from bert_jax.finetune import lora
+from bert_jax.finetune import tasks as tasks_lib
+
+TASKS = tasks_lib.NAMES
+# FinetuneConfig fields that default to None take the task's `defaults`, else these.
+_GENERIC_DEFAULTS = {"max_seq_length": 128, "num_epochs": 3}
+
+
+def _field(default, help_text: str, **kw):
+  """A FinetuneConfig field with the help text its command-line flag shows."""
+  return dataclasses.field(default=default, metadata={"help": help_text, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """One fine-tuning run. Defaults are BERT's fine-tuning recipe."""
+  task: str = _field(None, "What to fine-tune for.", required=True, enum=TASKS)
+  init_from: str = _field(
+      None, "Hugging Face BERT directory: config.json, model.safetensors or "
+      "pytorch_model.bin, and vocab.txt (or a SentencePiece .model).", required=True)
+  output_dir: str = _field(None, "Where the best model, metrics and predictions go.",
+                           required=True)
+  train_file: str | None = _field(None, "CSV/TSV/JSONL, or CoNLL/JSONL for NER. None: "
+                                  "evaluate / predict with init_from's head.")
+  eval_file: str | None = _field(None, "Labelled evaluation file (same format).")
+  predict_file: str | None = _field(None, "Unlabelled input to label.")
+  text_column: str = _field("sentence", "Column of the (first) text.")
+  text_pair_column: str | None = _field(None, "Column of the second text, for pairs.")
+  label_column: str = _field("label", "Column of the label.")
+  tokens_key: str = _field("tokens", "NER JSONL: key of the tokens.")
+  tags_key: str = _field("tags", "NER JSONL: key of the tags.")
+  labels: tuple[str, ...] | None = _field(
+      None, "The label set, in id order (default: the sorted labels of the train file).")
+  max_seq_length: int | None = _field(None, "Tokens per sequence (default: the task's; 128, "
+                                      "QA 384).")
+  batch_size: int = _field(32, "Global training batch size.")
+  eval_batch_size: int = _field(64, "Global eval batch.")
+  learning_rate: float = _field(3e-5, "Peak learning rate (BERT: 2e-5 to 5e-5; LoRA usually "
+                                "wants ~1e-4 to 1e-3).")
+  num_epochs: int | None = _field(None, "Training epochs (default: the task's; 3, QA 2).")
+  warmup_fraction: float = _field(0.1, "Warmup share of the steps.")
+  weight_decay: float = _field(0.01, "AdamW weight decay.")
+  grad_clip_norm: float = _field(1.0, "Global gradient-norm clipping.")
+  lora_rank: int = _field(0, "LoRA rank; 0 = full fine-tuning.")
+  lora_alpha: float = _field(16.0, "LoRA scale numerator (scale = alpha / rank).")
+  lora_targets: tuple[str, ...] = _field(lora.DEFAULT_TARGETS, "Kernels LoRA adapts.")
+  metric_for_best: str | None = _field(
+      None, "Eval metric that picks the best epoch (default: the task's; higher is better).")
+  mesh_shape: tuple[int, ...] = _field((-1, 1, 1), "data,fsdp,tensor mesh shape (default: "
+                                       "all devices data-parallel).")
+  dtype: str = _field("float32", "Compute dtype.", enum=("float32", "bfloat16"))
+  seed: int = _field(0, "Seed of the head init, order and dropout.")
+  log_every_steps: int = _field(50, "Progress interval.")
+  length_buckets: int = _field(
+      4, "At most this many batch widths, fitted to each file's lengths so that the least "
+      "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to max_seq_length.")
+  # Question answering (--task=qa); BERT's run_squad.py defaults.
+  version_2_with_negative: bool = _field(
+      False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).")
+  doc_stride: int = _field(128, "QA: tokens between the STARTS of consecutive context windows "
+                           "(BERT's doc_stride; transformers' stride is the overlap instead).")
+  max_query_length: int = _field(64, "QA: question tokens kept (the rest is cut).")
+  n_best_size: int = _field(20, "QA: start / end candidates per window, and n-best list size.")
+  max_answer_length: int = _field(30, "QA: longest answer, in tokens.")
+  null_score_diff_threshold: float = _field(
+      0.0, "QA v2.0: answer \"\" when null score - best span score exceeds this (tune it: "
+      "eval_results.json's eval_best_f1_thresh).")
+  qa_metric: str = _field("auto", "QA scoring: squad (official EM/F1), cmrc (CMRC 2018, "
+                          "Chinese), auto (cmrc when the contexts are mostly CJK).",
+                          enum=("auto", "squad", "cmrc"))
+
+  def with_task_defaults(self) -> "FinetuneConfig":
+    """This config with the unset (None) fields filled from the task's defaults."""
+    task = tasks_lib.get(self.task)
+    defaults = {**_GENERIC_DEFAULTS, **task.defaults}
+    filled = {name: defaults[name] for name in _GENERIC_DEFAULTS if getattr(self, name) is None}
+    return dataclasses.replace(self, **filled)
+
+  def validate(self) -> None:
+    for name in ("task", "init_from", "output_dir"):
+      if not getattr(self, name):
+        raise ValueError(f"{name} is required")
+    task = tasks_lib.get(self.task)
+    resolved = self.with_task_defaults()
+    if self.train_file is None and self.eval_file is None and self.predict_file is None:
+      raise ValueError("nothing to do: give a train_file (with an eval_file), an eval_file or a "
+                       "predict_file")
+    if self.train_file is not None and self.eval_file is None:
+      raise ValueError("training needs an eval_file: the best epoch is chosen on it")
+    for name in ("max_seq_length", "batch_size", "eval_batch_size", "num_epochs",
+                 "log_every_steps", "length_buckets", "doc_stride", "max_query_length", "n_best_size",
+                 "max_answer_length"):
+      if int(getattr(resolved, name)) <= 0:
+        raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
+    if not 0.0 <= self.warmup_fraction < 1.0:
+      raise ValueError(f"warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
+    if self.learning_rate <= 0:
+      raise ValueError(f"learning_rate={self.learning_rate}: must be positive")
+    if self.lora_rank < 0:
+      raise ValueError(f"lora_rank={self.lora_rank}: must be >= 0")
+    metric = self.best_metric
+    if metric not in task.metric_names:
+      raise ValueError(f"metric_for_best={metric!r}: for task={self.task} choose one of "
+                       f"{task.metric_names}")
+
+  @property
+  def best_metric(self) -> str:
+    return self.metric_for_best or tasks_lib.get(self.task).default_metric
+
+  def text_options(self) -> dict:
+    """The reading options the text side takes (the text package's `finetune_text`)."""
+    return dict(text_column=self.text_column, text_pair_column=self.text_pair_column,
+                label_column=self.label_column, tokens_key=self.tokens_key,
+                tags_key=self.tags_key, version_2_with_negative=self.version_2_with_negative,
+                doc_stride=self.doc_stride, max_query_length=self.max_query_length,
+                n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
+                null_score_diff_threshold=self.null_score_diff_threshold,
+                qa_metric=self.qa_metric)
+
+
+class TextSide(Protocol):
+  """The text side of a task, handed to `run` (see `launch/finetune.py`):
+  tokenizer, reading, encoding, decoding rows into examples, prediction files."""
+
+  def load_tokenizer(self, directory: str) -> Any: ...
+  def export_tokenizer(self, tokenizer, directory: str, model_max_length: int) -> None: ...
+  def read(self, path: str, labelled: bool) -> list: ...
+  def label_list(self, train_items, given) -> list[str] | None: ...
+  def encode(self, path, items, tokenizer, label_list, max_seq_length) -> "EncodedData": ...
+  def references(self, encoded) -> Any: ...
+  def decode(self, encoded, row_outputs, label_list) -> Any: ...
+  def write_predictions(self, stem, encoded, predictions, label_list) -> str: ...
+  def meta(self) -> dict: ...
+
+
+class EncodedData(Protocol):
+  """An encoded file: `arrays` ([N_rows, ...] model inputs, plus labels when
+  labelled), `len()` = number of examples."""
+  path: str
+  arrays: dict[str, np.ndarray]
+
+  @property
+  def labelled(self) -> bool: ...
+
+  def __len__(self) -> int: ...

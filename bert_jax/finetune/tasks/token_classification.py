@@ -1,0 +1,40 @@
+"""Token classification (NER, CoNLL-2003): a tag per token, scored per entity (seqeval)."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from bert_jax import batch as batch_lib
+from bert_jax.finetune import metrics as finetune_metrics
+from bert_jax import model as model_lib
+from bert_jax.finetune.tasks import base
+
+
+class TokenClassification(base.Task):
+  name = "ner"
+  hf_architecture = "BertForTokenClassification"
+  problem_type = None
+  default_metric = "f1"
+  metric_names = ("f1", "precision", "recall", "token_accuracy")
+  per_token_outputs = True
+
+  def model(self, config, num_labels):
+    return model_lib.BertForTokenClassification(config, num_labels)
+
+  def loss(self, outputs, batch):
+    """Scores the tokens whose label is not IGNORE_INDEX (a word's first sub-token)."""
+    logits = outputs.astype(jnp.float32)
+    labels = batch["labels"]
+    valid = labels != batch_lib.IGNORE_INDEX
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+    weights = valid.astype(jnp.float32)
+    count = jnp.sum(weights)
+    return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
+
+  def predict(self, outputs):
+    """Tag ids [B, L]."""
+    return jnp.argmax(outputs.astype(jnp.float32), -1).astype(jnp.int32)
+
+  def score(self, references, predictions, label_list):
+    """`references` and `predictions`: per sentence, one tag string per word."""
+    return finetune_metrics.ner_metrics(references, predictions)
