@@ -3,9 +3,10 @@ bert_jax/batch.py: the pipeline satisfies it structurally, without importing it)
 import numpy as np
 
 from bert_jax import batch as batch_lib
+from bert_jax.finetune.config import FinetuneConfig
 from data_pipeline.finetune import readers as fd
 from data_pipeline import pretraining_source
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline.finetune import tasks as text_tasks
 from data_pipeline.text.tokenizer import load_tokenizer
 
 DATA = dict(data_dir="", masked_lm_prob=0.15, short_seq_prob=0.1, pair_mode="nsp",
@@ -39,7 +40,7 @@ def test_finetuning_arrays_carry_the_contract_keys(tmp_path):
   cls = fd.encode_text_examples([fd.TextExample("the cat", None, "a", 2)], tok, 8,
                                 task="classification", label_list=["a"])
   assert set(cls) == set(batch_lib.FINETUNING_KEYS)
-  ner = finetune_text.make_text_task("ner")
+  ner = text_tasks.make_text_task("ner", **FinetuneConfig(task="ner").text_options())
   conll = tmp_path / "t.conll"
   conll.write_text("猫 B-ANI\nthe O\n\n")
   items = ner.read(str(conll), True)
