@@ -381,11 +381,6 @@ class PretrainingIterator:
   def manifest(self) -> dict:
     return self._data.manifest
 
-  @property
-  def document_index(self) -> instances.DocumentIndex:
-    """The split's sentence layout (what pair planning reads)."""
-    return self._data.index
-
   def chunk_sentence_counts(self, step: int) -> np.ndarray:
     """Sentences in the chunk of each of this host's examples at global step `step`."""
     c = self.config

@@ -17,6 +17,7 @@ token's top bit (records.py), for Chinese whole-word masking. The manifest count
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -29,10 +30,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from data_pipeline import corpus as corpus_lib
+from data_pipeline import fileio
 from data_pipeline import records
 from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
-from data_pipeline.fileio import write_text_atomic
 from data_pipeline.text.tokenizer import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -159,9 +160,12 @@ class _UnitWriter:
   def __init__(self, output_dir: str, unit: int, vocab_size: int, token_dtype: np.dtype):
     self.output_dir, self.unit = output_dir, unit
     self.writers, self.stats = {}, {}
+    # The shards are renamed into place when the unit finishes (`finish`).
+    self._shards = contextlib.ExitStack()
     for split in SPLITS:
       path = os.path.join(output_dir, f"{split}-{unit:05d}.array_record")
-      self.writers[split] = records.PageWriter(path + ".tmp", token_dtype)
+      tmp = self._shards.enter_context(fileio.atomic_path(path))
+      self.writers[split] = records.PageWriter(tmp, token_dtype)
       self.stats[split] = {"counts": [], "lengths": [],
                            "tokens": np.zeros(vocab_size, dtype=np.int64)}
     self.skips = corpus_lib.SkipLog()
@@ -184,13 +188,13 @@ class _UnitWriter:
       lengths = np.concatenate(stats["lengths"]) if stats["lengths"] else np.zeros(0, np.int32)
       records.write_index(base + ".index.npz", np.array(stats["counts"], np.int32), lengths,
                           stats["tokens"])
-      os.replace(base + ".array_record.tmp", base + ".array_record")
       summary["splits"][split] = {"shard": os.path.basename(base + ".array_record"),
                                   "documents": len(stats["counts"]),
                                   "sentences": int(lengths.size),
                                   "tokens": int(lengths.sum())}
+    self._shards.close()
     summary["skipped"] = self.skips.to_json()
-    write_text_atomic(_unit_done_path(self.output_dir, self.unit), json.dumps(summary))
+    fileio.write_text_atomic(_unit_done_path(self.output_dir, self.unit), json.dumps(summary))
     return summary
 
 
@@ -388,7 +392,7 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
       "settings": settings,
       "last_run": {"seconds": round(seconds, 2), "num_workers": num_workers},
   }
-  write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
+  fileio.write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
   return manifest
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 from data_pipeline import corpus as corpus_lib
+from data_pipeline import fileio
 from data_pipeline.default_corpus import corpus_root, write_default_corpus
 from data_pipeline.prepare_once import prepare_once
 from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, prepare
@@ -67,10 +68,9 @@ def prepare_default_dataset(output_dir: str, vocab_size: int = 8192,
       shutil.rmtree(data_dir)
     prepare(data_dir, model, inputs=",".join(files), num_workers=workers,
             eval_fraction=eval_fraction, docs_per_shard=500, progress=progress)
-    tmp = f"{stamp}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump({"settings": settings, "data_dir": "data"}, f)
-    os.replace(tmp, stamp)  # the mark that the others wait for: written last, whole
+    # The mark that the others wait for: written last, whole.
+    fileio.write_text_atomic(stamp, json.dumps({"settings": settings, "data_dir": "data"}),
+                             private=True)
     log("prepared train and eval shards")
     return data_dir
 

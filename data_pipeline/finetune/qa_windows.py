@@ -32,7 +32,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipeline.finetune.squad import QADataError, QAExample
-from data_pipeline.text import token_offsets
 
 
 @dataclasses.dataclass
@@ -163,8 +162,8 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
   queries = tokenizer.encode_batch([e.question for e in examples]) if examples else []
   for e, example in enumerate(examples):
     if example.context not in context_cache:
-      context_cache[example.context] = token_offsets.encode_with_offsets(tokenizer,
-                                                                         example.context)
+      (ids, spans), = tokenizer.encode_with_offsets([example.context], trim_whitespace=True)
+      context_cache[example.context] = ids, np.asarray(spans, np.int32).reshape(-1, 2)
     doc_ids, doc_offsets = context_cache[example.context]
     if not doc_ids:
       raise QADataError(f"{example.where}: the context of {example.id!r} has no tokens")

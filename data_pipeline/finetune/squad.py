@@ -26,8 +26,6 @@ import dataclasses
 import json
 import os
 
-from data_pipeline import fileio
-
 
 class QADataError(ValueError):
   """A QA file is malformed; the message names the file and where in it."""
@@ -250,7 +248,3 @@ def gold_answers(qa_file: QAFile) -> dict[str, list[str]]:
   """id -> gold answer texts (empty for unanswerable questions), for scoring."""
   return {e.id: [a.text for a in e.answers] for e in qa_file.examples}
 
-
-def write_json(path: str, obj) -> None:
-  """JSON (UTF-8, non-ASCII kept) under a temporary name, then renamed."""
-  fileio.write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from data_pipeline.fileio import write_text_atomic
 from data_pipeline.text import scripts as text_scripts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -52,6 +53,25 @@ def _file_sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def _char_of_byte(text: str) -> np.ndarray:
+  """[n_bytes + 1] int: the character each UTF-8 byte of `text` belongs to (the last entry,
+  one past the end, maps to len(text))."""
+  lengths = [len(ch.encode("utf-8")) for ch in text]
+  return np.repeat(np.arange(len(text) + 1), lengths + [1])
+
+
+def _trim(text: str, begin: int, end: int) -> tuple[int, int]:
+  """[begin, end) without its leading and trailing whitespace; only whitespace: the empty
+  span where the next character starts."""
+  while begin < end and text[begin].isspace():
+    begin += 1
+  while end > begin and text[end - 1].isspace():
+    end -= 1
+  if begin == end:
+    return end, end
+  return begin, end
+
+
 class Tokenizer(abc.ABC):
   """Common interface. Subclasses fill the attributes in `__init__`."""
 
@@ -72,11 +92,27 @@ class Tokenizer(abc.ABC):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
 
-  @abc.abstractmethod
-  def encode_with_offsets(self, texts: Sequence[str]
+  def encode_with_offsets(self, texts: Sequence[str], *, trim_whitespace: bool = False
                           ) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """Per text: its ids and, per token, the [start, end) character span of the text it
-    came from (end == start for a token with no characters of its own, e.g. a bare ▁)."""
+    """Per text: its ids (exactly `encode`'s) and, per token, the [start, end) character
+    span of the text it came from (end == start for a token with no characters of its own,
+    e.g. a bare ▁).
+
+    SentencePiece folds the space before a word into its piece ("▁Paris" spans " Paris").
+    Word starts read those spans as they are; `trim_whitespace=True` trims each span to
+    its non-space characters ("Paris"), and gives a whitespace-only piece the empty span at
+    the next character: what extractive QA cuts its answers by. (WordPiece spans never
+    hold whitespace.)"""
+    encoded = self._encode_with_offsets(texts)
+    if trim_whitespace:
+      encoded = [(ids, [_trim(text, b, e) for b, e in spans])
+                 for text, (ids, spans) in zip(texts, encoded)]
+    return encoded
+
+  @abc.abstractmethod
+  def _encode_with_offsets(self, texts: Sequence[str]
+                           ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """`encode_with_offsets` as the library reports the spans."""
 
   @abc.abstractmethod
   def id_to_token(self, token_id: int) -> str:
@@ -165,17 +201,11 @@ class SentencePieceTokenizer(Tokenizer):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return self._sp.Encode(list(texts))
 
-  def encode_with_offsets(self, texts):
+  def _encode_with_offsets(self, texts):
     out = []
     for text, proto in zip(texts, self._sp.Encode(list(texts), return_type="proto")):
       # SentencePiece reports UTF-8 byte offsets; map them to characters.
-      char_of_byte = np.zeros(len(text.encode()) + 1, np.int64)
-      byte = 0
-      for i, ch in enumerate(text):
-        n = len(ch.encode())
-        char_of_byte[byte:byte + n] = i
-        byte += n
-      char_of_byte[byte] = len(text)
+      char_of_byte = _char_of_byte(text)
       out.append(([p.id for p in proto.pieces],
                   [(int(char_of_byte[p.begin]), int(char_of_byte[p.end])) for p in proto.pieces]))
     return out
@@ -248,7 +278,7 @@ class WordPieceTokenizer(Tokenizer):
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
-  def encode_with_offsets(self, texts):
+  def _encode_with_offsets(self, texts):
     return [(e.ids, [tuple(o) for o in e.offsets])
             for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
@@ -309,10 +339,8 @@ def _spool(sentences: Iterable[str], output_dir: str) -> tuple[str, int, float]:
 
 
 def _write_tokenizer_manifest(output_dir: str, entries: dict) -> None:
-  path = os.path.join(output_dir, TOKENIZER_MANIFEST)
-  with open(path + ".tmp", "w") as f:
-    json.dump(entries, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  write_text_atomic(os.path.join(output_dir, TOKENIZER_MANIFEST),
+                    json.dumps(entries, indent=1, sort_keys=True))
 
 
 def read_tokenizer_manifest(output_dir: str) -> dict:
@@ -404,9 +432,7 @@ def train_wordpiece(sentences: Iterable[str], output_dir: str, vocab_size: int =
     raise TokenizerError(f"WordPiece training put the special tokens at "
                          f"{[t for t, _ in vocab[:5]]}, not first")
   path = os.path.join(output_dir, "vocab.txt")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write("".join(t + "\n" for t, _ in vocab))
-  os.replace(path + ".tmp", path)
+  write_text_atomic(path, "".join(t + "\n" for t, _ in vocab))
   with open(os.path.join(output_dir, "tokenizer_config.json"), "w") as f:
     json.dump({"do_lower_case": lowercase}, f)
   _write_tokenizer_manifest(output_dir, {

@@ -19,14 +19,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 
 import numpy as np
 
+from data_pipeline import fileio
 from data_pipeline.finetune import qa_postprocess
 from data_pipeline.finetune import qa_windows
 from data_pipeline.finetune import squad
 from data_pipeline.finetune.tasks import base
+from data_pipeline.text import scripts as text_scripts
 
 
 @dataclasses.dataclass
@@ -107,7 +108,7 @@ class QuestionAnsweringText(base.TextTask):
   def _metric(self, encoded: EncodedQA) -> str:
     if self.options.qa_metric != "auto":
       return self.options.qa_metric
-    return "cmrc" if mostly_cjk([e.context for e in encoded.items[:200]]) else "squad"
+    return auto_metric(e.context for e in encoded.items[:200])
 
   def references(self, encoded: EncodedQA) -> QAReferences:
     return QAReferences(squad.gold_answers(encoded.qa_file), self._metric(encoded),
@@ -137,23 +138,26 @@ class QuestionAnsweringText(base.TextTask):
     directory, base = os.path.split(stem)
     prefix = base[:-len("predictions")] if base.endswith("predictions") else base + "_"
     path = stem + ".json"
-    squad.write_json(path, predictions.predictions)
-    squad.write_json(os.path.join(directory, prefix + "nbest_predictions.json"),
+    fileio.write_json_atomic(path, predictions.predictions)
+    fileio.write_json_atomic(os.path.join(directory, prefix + "nbest_predictions.json"),
                           predictions.nbest)
     if self.options.version_2_with_negative:
-      squad.write_json(os.path.join(directory, prefix + "null_odds.json"),
+      fileio.write_json_atomic(os.path.join(directory, prefix + "null_odds.json"),
                             predictions.null_odds)
     return path
 
 
-_CJK = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]")
+# The share of ideographs and kana among the non-space characters above which
+# `qa_metric=auto` scores the CMRC 2018 way.
+CJK_METRIC_SHARE = 0.3
 
 
-def mostly_cjk(texts, share: float = 0.3) -> bool:
-  """Whether CJK ideographs make up at least `share` of the non-space characters:
-  `qa_metric=auto` scores such files the CMRC 2018 way."""
-  chars = [ch for t in texts for ch in t if not ch.isspace()]
-  return bool(chars) and sum(1 for ch in chars if _CJK.match(ch)) / len(chars) >= share
+def auto_metric(contexts) -> str:
+  """"cmrc" when ideographs and kana make up at least CJK_METRIC_SHARE of the contexts'
+  non-space characters, else "squad". Kana count: Japanese has no spaces either, so the
+  SQuAD F1 (whitespace tokens) would score a Japanese answer as one token, while the CMRC
+  scorer splits it at every ideograph."""
+  return "cmrc" if text_scripts.cjk_fraction("".join(contexts)) >= CJK_METRIC_SHARE else "squad"
 
 
 class _QAItems(list):

@@ -63,3 +63,21 @@ def test_chinese_answer_text_is_recovered_from_features(tmp_path, wordpiece):
   for i in hit:
     s, e = feats.arrays["start_positions"][i], feats.arrays["end_positions"][i]
     assert zh[feats.offsets[i, s, 0]:feats.offsets[i, e, 1]] == "北京"
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_context_offsets_map_back_exactly_english_and_chinese(kind, wordpiece, sentencepiece):
+  tok = wordpiece if kind == "wordpiece" else sentencepiece
+  for text in ["  Paris  is the capital of FRANCE, Café ÜNI!", "北京是中国的首都。台湾大学在哪里？",
+               "Paris是中国的首都 w1"]:
+    (ids, spans), = tok.encode_with_offsets([text], trim_whitespace=True)
+    offsets = np.asarray(spans).reshape(-1, 2)
+    assert ids == tok.encode(text)
+    assert (np.diff(offsets[:, 0]) >= 0).all() and (offsets[:, 1] >= offsets[:, 0]).all()
+    pieces = [text[a:b] for a, b in offsets]
+    # The spans, joined, are the text without its whitespace: nothing lost, nothing doubled.
+    assert "".join(pieces) == "".join(text.split()), pieces
+    if any("\u4e00" <= ch <= "\u9fff" for ch in text) and kind == "wordpiece":
+      # WordPiece splits CJK characters: one character per token.
+      cjk = [p for p in pieces if any("\u4e00" <= ch <= "\u9fff" for ch in p)]
+      assert all(len(p) == 1 for p in cjk)

@@ -57,4 +57,12 @@ def test_chinese_file_windows_decodes_writes_and_scores_the_cmrc_way(tmp_path):
   metrics, table = tasks.get("qa").score(refs, predictions, [])
   assert metrics["exact"] == 100.0 and metrics["f1"] == 100.0 and "average" in metrics
   assert "exact" in table
-  assert qa_text.mostly_cjk([context]) and not qa_text.mostly_cjk(["Paris is 北"])
+  assert qa_text.auto_metric([context]) == "cmrc"
+  assert qa_text.auto_metric(["Paris is 北"]) == "squad"
+
+
+def test_auto_metric_counts_kana_as_cjk():
+  # Japanese: mostly kana, no spaces; scored per ideograph (CMRC), not as one SQuAD token.
+  japanese = "きょうはとてもいいてんきですね。あしたはあめがふるでしょう。東京"
+  assert qa_text.auto_metric([japanese]) == "cmrc"
+  assert qa_text.auto_metric(["東京 is the capital of Japan, and Kyoto was."]) == "squad"

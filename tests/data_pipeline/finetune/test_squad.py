@@ -6,7 +6,6 @@ import pytest
 
 from data_pipeline.finetune import qa_windows as W
 from data_pipeline.finetune import squad as S
-from data_pipeline.text import token_offsets
 from tests.helpers.data import qa_entry as _qa, squad_file as _squad
 
 
@@ -92,20 +91,3 @@ def test_bad_files_name_file_and_place(tmp_path, bad, message):
   path.write_text(bad)
   with pytest.raises(S.QADataError, match=message):
     S.read_qa_file(str(path))
-
-
-@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
-def test_offsets_map_back_exactly_english_and_chinese(kind, wordpiece, sentencepiece):
-  tok = wordpiece if kind == "wordpiece" else sentencepiece
-  for text in ["  Paris  is the capital of FRANCE, Café ÜNI!", "北京是中国的首都。台湾大学在哪里？",
-               "Paris是中国的首都 w1"]:
-    ids, offsets = token_offsets.encode_with_offsets(tok, text)
-    assert ids == tok.encode(text)
-    assert (np.diff(offsets[:, 0]) >= 0).all() and (offsets[:, 1] >= offsets[:, 0]).all()
-    pieces = [text[a:b] for a, b in offsets]
-    # The spans, joined, are the text without its whitespace: nothing lost, nothing doubled.
-    assert "".join(pieces) == "".join(text.split()), pieces
-    if any("\u4e00" <= ch <= "\u9fff" for ch in text) and kind == "wordpiece":
-      # WordPiece splits CJK characters: one character per token.
-      cjk = [p for p in pieces if any("\u4e00" <= ch <= "\u9fff" for ch in p)]
-      assert all(len(p) == 1 for p in cjk)
