@@ -16,7 +16,7 @@ from absl import flags
 from data_pipeline import corpus
 from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
-from data_pipeline.prepare import prepare
+from data_pipeline.prepare import PrepareOptions, prepare
 from launch import cli
 
 _INPUT = flags.DEFINE_string("input", None, "Comma-separated globs of local text files.")
@@ -49,12 +49,12 @@ def main(argv):
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     manifest = prepare(_OUTPUT.value, _TOKENIZER.value, inputs=_INPUT.value,
-                       tfds_name=_TFDS.value, tfds_data_dir=_TFDS_DIR.value,
-                       tfds_split=_TFDS_SPLIT.value, text_format=_FORMAT.value,
-                       num_workers=_WORKERS.value, eval_fraction=_EVAL.value,
-                       docs_per_shard=_SHARD.value, lowercase=lowercase,
-                       encoding=_ENCODING.value, text_rules=rules,
-                       word_segmenter=_SEGMENTER.value)
+                       tfds_name=_TFDS.value, options=PrepareOptions(
+                           tfds_data_dir=_TFDS_DIR.value, tfds_split=_TFDS_SPLIT.value,
+                           text_format=_FORMAT.value, num_workers=_WORKERS.value,
+                           eval_fraction=_EVAL.value, docs_per_shard=_SHARD.value,
+                           lowercase=lowercase, encoding=_ENCODING.value, text_rules=rules,
+                           word_segmenter=_SEGMENTER.value))
   for w in caught:
     print(f"warning: {w.message}", file=sys.stderr)
   summary = {split: {k: v for k, v in s.items() if k in ("documents", "sentences", "tokens")}

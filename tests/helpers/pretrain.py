@@ -80,8 +80,8 @@ def prepare_made_up_corpus(root, *, words, docs, sentences, words_per_sentence, 
             *words_per_sentence)))) + "\n")
       f.write("\n")
   data_dir = os.path.join(root, "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2,
-                      docs_per_shard=docs_per_shard, progress=False)
+  prepare_lib.prepare(data_dir, vocab, inputs=corpus, options=prepare_lib.PrepareOptions(
+      eval_fraction=0.2, docs_per_shard=docs_per_shard, progress=False))
   return data_dir
 
 
