@@ -154,17 +154,14 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
   """
   check_lengths(max_seq_length, max_query_length, doc_stride)
   specials = tokenizer.special_ids
-  cls, sep, pad = specials["cls_id"], specials["sep_id"], specials["pad_id"]
-  context_cache: dict[str, tuple[list[int], np.ndarray]] = {}
-  rows_ids, rows_prefix, rows_start, rows_length, example_index = [], [], [], [], []
-  context_offsets, context_max = [], []
-  starts_out, ends_out, weights, skipped, outside = [], [], [], [], []
+  cls, sep = specials["cls_id"], specials["sep_id"]
+  contexts = _encode_contexts(tokenizer, examples)
+  rows = {k: [] for k in ("ids", "prefix", "start", "length", "example", "starts", "ends",
+                          "weights")}
+  context_offsets, context_max, skipped, outside = [], [], [], []
   queries = tokenizer.encode_batch([e.question for e in examples]) if examples else []
   for e, example in enumerate(examples):
-    if example.context not in context_cache:
-      (ids, spans), = tokenizer.encode_with_offsets([example.context], trim_whitespace=True)
-      context_cache[example.context] = ids, np.asarray(spans, np.int32).reshape(-1, 2)
-    doc_ids, doc_offsets = context_cache[example.context]
+    doc_ids, doc_offsets = contexts[example.context]
     if not doc_ids:
       raise QADataError(f"{example.where}: the context of {example.id!r} has no tokens")
     query = list(queries[e])[:max_query_length]
@@ -184,29 +181,44 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
         weight = 0.0
     prefix = len(query) + 2
     for start, length in spans:
-      rows_ids.append([cls] + query + [sep] + doc_ids[start:start + length] + [sep])
-      rows_prefix.append(prefix)
-      rows_start.append(start)
-      rows_length.append(length)
-      example_index.append(e)
+      rows["ids"].append([cls] + query + [sep] + doc_ids[start:start + length] + [sep])
+      for key, value in (("prefix", prefix), ("start", start), ("length", length),
+                         ("example", e)):
+        rows[key].append(value)
       if labels:
         inside = answer is not None and start <= answer[0] and answer[1] < start + length
-        starts_out.append(answer[0] - start + prefix if inside else 0)
-        ends_out.append(answer[1] - start + prefix if inside else 0)
-        weights.append(weight)
-  n = len(rows_ids)
+        rows["starts"].append(answer[0] - start + prefix if inside else 0)
+        rows["ends"].append(answer[1] - start + prefix if inside else 0)
+        rows["weights"].append(weight)
+  as_int = lambda key: np.asarray(rows[key], np.int32)  # noqa: E731
+  return QAFeatures(_arrays(rows, max_seq_length, specials["pad_id"], labels),
+                    as_int("example"), as_int("start"), as_int("length"), as_int("prefix"),
+                    context_offsets, context_max, skipped, outside)
+
+
+def _encode_contexts(tokenizer, examples: Sequence[QAExample]
+                     ) -> dict[str, tuple[list[int], np.ndarray]]:
+  """Each distinct context (a SQuAD paragraph's questions share one) -> its token ids and
+  their [T, 2] character spans, trimmed of whitespace (an answer never starts with a space)."""
+  unique = list(dict.fromkeys(e.context for e in examples))
+  encoded = tokenizer.encode_with_offsets(unique, trim_whitespace=True)
+  return {context: (list(ids), np.asarray(spans, np.int32).reshape(-1, 2))
+          for context, (ids, spans) in zip(unique, encoded)}
+
+
+def _arrays(rows: dict, max_seq_length: int, pad: int, labels: bool) -> dict[str, np.ndarray]:
+  """The model rows, padded: [CLS] question [SEP] window [SEP] [PAD]... (+ labels)."""
+  n = len(rows["ids"])
   input_ids = np.full((n, max_seq_length), pad, np.int32)
   token_type_ids = np.zeros((n, max_seq_length), np.int32)
   attention_mask = np.zeros((n, max_seq_length), np.int32)
-  for i, (ids, prefix) in enumerate(zip(rows_ids, rows_prefix)):
+  for i, (ids, prefix) in enumerate(zip(rows["ids"], rows["prefix"])):
     input_ids[i, :len(ids)] = ids
     token_type_ids[i, prefix:len(ids)] = 1
     attention_mask[i, :len(ids)] = 1
   arrays = dict(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
   if labels:
-    arrays["start_positions"] = np.asarray(starts_out, np.int32)
-    arrays["end_positions"] = np.asarray(ends_out, np.int32)
-    arrays["label_weights"] = np.asarray(weights, np.float32)
-  as_int = lambda values: np.asarray(values, np.int32)  # noqa: E731
-  return QAFeatures(arrays, as_int(example_index), as_int(rows_start), as_int(rows_length),
-                    as_int(rows_prefix), context_offsets, context_max, skipped, outside)
+    arrays["start_positions"] = np.asarray(rows["starts"], np.int32)
+    arrays["end_positions"] = np.asarray(rows["ends"], np.int32)
+    arrays["label_weights"] = np.asarray(rows["weights"], np.float32)
+  return arrays

@@ -129,9 +129,10 @@ class QuestionAnsweringText(base.TextTask):
     return qa_postprocess.postprocess(
         [e.id for e in encoded.items], [e.context for e in encoded.items], f.example_index,
         f.offsets, f.is_max_context, start, end,
-        n_best_size=o.n_best_size, max_answer_length=o.max_answer_length,
-        version_2_with_negative=o.version_2_with_negative,
-        null_score_diff_threshold=o.null_score_diff_threshold)
+        qa_postprocess.PostprocessOptions(
+            n_best_size=o.n_best_size, max_answer_length=o.max_answer_length,
+            version_2_with_negative=o.version_2_with_negative,
+            null_score_diff_threshold=o.null_score_diff_threshold))
 
   def write_predictions(self, stem: str, encoded: EncodedQA,
                         predictions: qa_postprocess.QAPredictions, label_list) -> str:
