@@ -279,9 +279,10 @@ class _BatchMaker:
       ids_, word_start = records.split_word_starts(ids_, data.manifest["token_dtype"])
       if not c.whole_word_masking:
         word_start = None
-    masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
-                                 c.masked_lm_prob, c.max_predictions_per_seq,
-                                 c.whole_word_masking, word_start=word_start)
+    rule = masking.MaskingRule(c.masked_lm_prob, c.max_predictions_per_seq,
+                               c.whole_word_masking)
+    masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch, rule,
+                                 word_start=word_start)
     return types, attention, masked
 
   def _packed_batch(self, step: int) -> dict[str, np.ndarray]:
