@@ -16,7 +16,7 @@ import time
 from data_pipeline import corpus as corpus_lib
 from data_pipeline import fileio
 from data_pipeline.default_corpus import corpus_root, write_default_corpus
-from data_pipeline.prepare_once import prepare_once
+from data_pipeline.prepare_once import Timing, prepare_once
 from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, PrepareOptions, prepare
 from data_pipeline.text.tokenizer import train_sentencepiece
 
@@ -76,4 +76,5 @@ def prepare_default_dataset(output_dir: str, vocab_size: int = 8192,
     return data_dir
 
   return prepare_once(output_dir, is_done, make, lambda: data_dir, what="quickstart data",
-                      wait_timeout_s=wait_timeout_s, log=lambda msg: log(msg.split(": ", 1)[-1]))
+                      timing=Timing(wait_timeout_s=wait_timeout_s),
+                      log=lambda msg: log(msg.split(": ", 1)[-1]))

@@ -15,10 +15,11 @@ DATA = dict(data_dir="", masked_lm_prob=0.15, short_seq_prob=0.1, pair_mode="nsp
 
 def test_prepared_source_is_a_pretraining_source_with_contract_batches(synthetic_dataset,
                                                                        tmp_path):
-  source = pretraining_source.from_config(
-      {**DATA, "data_dir": synthetic_dataset}, workdir=str(tmp_path), vocab_size=512,
-      max_seq_length=32, max_predictions_per_seq=5, global_batch_size=4, eval_batch_size=4,
-      seed=0)
+  shapes = pretraining_source.BatchShapes(vocab_size=512, max_seq_length=32,
+                                          max_predictions_per_seq=5, global_batch_size=4,
+                                          eval_batch_size=4, seed=0)
+  source = pretraining_source.from_config({**DATA, "data_dir": synthetic_dataset}, shapes,
+                                          workdir=str(tmp_path))
   assert isinstance(source, batch_lib.PretrainingSource)
   assert source.tokenizer and source.vocab_size == source.manifest["vocab_size"]
   assert source.checkpoint_meta["data_dir"].endswith("data")
