@@ -8,7 +8,7 @@ on worker count). A unit is finished when its `unit-k.json` exists (written last
 shards are renamed into place); a rerun re-reads the corpus but skips tokenizing finished
 units. Memory is bounded by one unit plus a fixed window of in-flight worker tasks.
 
-Text rules (sentence splitting, line joining, NFKC; text_scripts.py) and the input
+Text rules (sentence splitting, line joining, NFKC; text/scripts.py) and the input
 encoding are settings of the dataset. With `word_segmenter="jieba"` each token also gets a
 "starts a word" flag from a Chinese word segmenter (word_segmentation.py), stored in the
 token's top bit (records.py), for Chinese whole-word masking. The manifest counts the
