@@ -7,7 +7,7 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BLOCKED = ("data_pipeline", "sentencepiece", "tokenizers", "grain", "array_record",
-           "tensorflow_datasets")
+           "tensorflow_datasets", "nltk", "punkt")
 
 _SCRIPT = f"""
 import importlib, pkgutil, sys, tempfile
