@@ -200,6 +200,7 @@ class _UnitWriter:
 # masking needs; a mostly Latin corpus keeps the tokenizer's own word starts.
 CJK_SEGMENT_FRACTION = 0.5
 _SEGMENTER_SAMPLE_DOCS = 200
+_SEGMENTER_SAMPLE_CHARS = 200_000
 
 
 def choose_word_segmenter(word_segmenter: str | None, docs: Iterator[corpus_lib.Document]
@@ -212,7 +213,8 @@ def choose_word_segmenter(word_segmenter: str | None, docs: Iterator[corpus_lib.
   prepared without word starts (loader.py warns).
   """
   head = list(itertools.islice(docs, _SEGMENTER_SAMPLE_DOCS))
-  cjk = text_scripts.cjk_fraction("".join(s for d in head for s in d.sentences))
+  sample = "".join(s for d in head for s in d.sentences)[:_SEGMENTER_SAMPLE_CHARS]
+  cjk = text_scripts.cjk_fraction(sample)
   choice = {"sampled_documents": len(head), "cjk_fraction": round(cjk, 4)}
   if word_segmenter == "auto":
     word_segmenter = "jieba" if cjk >= CJK_SEGMENT_FRACTION else None
