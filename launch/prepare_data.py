@@ -63,6 +63,8 @@ def main(argv):
   print(json.dumps({"output_dir": _OUTPUT.value, "splits": summary,
                     "unk_rate": round(manifest["unk_rate"], 5),
                     "word_starts": manifest["word_starts"],
+                    "word_segmenter_choice": manifest["settings"].get(
+                        "word_segmenter_choice", {}).get("reason"),
                     "skipped": {k: v["count"] for k, v in manifest["skipped"].items()}}))
 
 
