@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -194,6 +195,37 @@ class _UnitWriter:
     return summary
 
 
+# `word_segmenter="auto"`: segment (jieba) when this share of the characters of the first
+# documents are ideographs / kana (text_scripts.cjk_fraction), as Chinese whole-word
+# masking needs; a mostly Latin corpus keeps the tokenizer's own word starts.
+CJK_SEGMENT_FRACTION = 0.5
+_SEGMENTER_SAMPLE_DOCS = 200
+_SEGMENTER_SAMPLE_CHARS = 200_000
+
+
+def choose_word_segmenter(word_segmenter: str | None, docs: Iterator[corpus_lib.Document]
+                          ) -> tuple[str | None, dict, Iterator[corpus_lib.Document]]:
+  """-> (segmenter or None, how it was chosen, the same documents).
+
+  "auto" reads the first documents (they are handed back with the rest) and picks "jieba"
+  when they are mostly CJK (CJK_SEGMENT_FRACTION), else none. The choice records the
+  measured share in every case, so that whole-word masking can tell Chinese data
+  prepared without word starts (loader.py warns).
+  """
+  head = list(itertools.islice(docs, _SEGMENTER_SAMPLE_DOCS))
+  sample = "".join(s for d in head for s in d.sentences)[:_SEGMENTER_SAMPLE_CHARS]
+  cjk = text_scripts.cjk_fraction(sample)
+  choice = {"sampled_documents": len(head), "cjk_fraction": round(cjk, 4)}
+  if word_segmenter == "auto":
+    word_segmenter = "jieba" if cjk >= CJK_SEGMENT_FRACTION else None
+    choice["reason"] = (f"auto: {cjk:.1%} of the first {len(head)} documents' characters "
+                        f"are CJK ({'>=' if word_segmenter else '<'} "
+                        f"{CJK_SEGMENT_FRACTION:.0%})")
+  else:
+    choice["reason"] = "given"
+  return word_segmenter, choice, itertools.chain(head, docs)
+
+
 def _units(docs: Iterator[corpus_lib.Document], docs_per_shard: int):
   unit, batch = 0, []
   for doc in docs:
@@ -220,29 +252,38 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   process. Rerunning with the same settings resumes (finished units are not redone); with
   different settings into the same directory is an error. `encoding` is the local files'
   text encoding; `text_rules` the splitting / normalising options; `word_segmenter`
-  ("jieba") stores Chinese word starts for whole-word masking.
+  ("jieba") stores Chinese word starts for whole-word masking ("auto": jieba when the
+  corpus is mostly CJK, `choose_word_segmenter`).
   """
   if (inputs is None) == (tfds_name is None):
     raise PrepareError("give exactly one of inputs (local text globs) or tfds_name")
   if not 0.0 <= eval_fraction < 1.0:
     raise PrepareError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
   tokenizer = load_tokenizer(tokenizer_path, lowercase=lowercase)
-  token_dtype = records.token_dtype_for(tokenizer.vocab_size, word_segmenter is not None)
-  if word_segmenter is not None:
-    word_segmentation.load_segmenter(word_segmenter)  # Fails here, before any work.
+  read_skips = corpus_lib.SkipLog()
   if inputs is not None:
     corpus_lib.check_encoding(encoding)
     files = corpus_lib.expand_inputs(inputs)
     source_desc = {"files": [[f, os.path.getsize(f)] for f in files], "format": text_format,
                    "encoding": encoding}
+    docs = corpus_lib.iter_text_documents(files, text_format, read_skips, encoding, text_rules)
   else:
     source_desc = {"tfds": tfds_name, "split": tfds_split}
+    docs = corpus_lib.iter_tfds_documents(tfds_name, tfds_data_dir, tfds_split, read_skips,
+                                          text_rules)
+  word_segmenter, segmenter_choice, docs = choose_word_segmenter(word_segmenter, docs)
+  token_dtype = records.token_dtype_for(tokenizer.vocab_size, word_segmenter is not None)
+  if word_segmenter is not None:
+    word_segmentation.load_segmenter(word_segmenter)  # Fails here, before any work.
   settings = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.identity,
               "source": source_desc, "eval_fraction": eval_fraction, "seed": seed,
               "docs_per_shard": docs_per_shard, "max_sentence_tokens": max_sentence_tokens,
               "page_tokens": records.PAGE_TOKENS, "text_rules": text_rules.to_json(),
               "word_segmenter": word_segmenter}
   fingerprint = _fingerprint(settings)
+  # How the segmenter was chosen: recorded, but not part of what makes the data (resumes of
+  # data prepared before this was recorded still match).
+  settings = dict(settings, word_segmenter_choice=segmenter_choice)
   os.makedirs(output_dir, exist_ok=True)
   state_path = os.path.join(output_dir, "prepare_state.json")
   if os.path.exists(state_path):
@@ -261,13 +302,6 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
 
   tokenizer_file = os.path.basename(tokenizer.save(output_dir))
   np.save(os.path.join(output_dir, "word_start.npy"), tokenizer.word_start_table())
-
-  read_skips = corpus_lib.SkipLog()
-  if inputs is not None:
-    docs = corpus_lib.iter_text_documents(files, text_format, read_skips, encoding, text_rules)
-  else:
-    docs = corpus_lib.iter_tfds_documents(tfds_name, tfds_data_dir, tfds_split, read_skips,
-                                          text_rules)
 
   bar = _Progress(progress)
   pool = None
