@@ -13,7 +13,7 @@ from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
 from data_pipeline.text.tokenizer import load_tokenizer, train_wordpiece
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+from tests.helpers import DATA
 
 
 def _contexts(name):

@@ -15,7 +15,7 @@ import pytest
 
 from bert_jax.finetune import qa_metrics as M
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+from tests.helpers import DATA
 
 
 def _load(name):
