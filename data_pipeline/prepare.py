@@ -20,6 +20,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -199,6 +200,37 @@ class _UnitWriter:
     return summary
 
 
+# `word_segmenter="auto"`: segment (jieba) when this share of the characters of the first
+# documents are ideographs / kana (text_scripts.cjk_fraction), as Chinese whole-word
+# masking needs; a mostly Latin corpus keeps the tokenizer's own word starts.
+CJK_SEGMENT_FRACTION = 0.5
+_SEGMENTER_SAMPLE_DOCS = 200
+_SEGMENTER_SAMPLE_CHARS = 200_000
+
+
+def choose_word_segmenter(word_segmenter: str | None, docs: Iterator[corpus_lib.Document]
+                          ) -> tuple[str | None, dict, Iterator[corpus_lib.Document]]:
+  """-> (segmenter or None, how it was chosen, the same documents).
+
+  "auto" reads the first documents (they are handed back with the rest) and picks "jieba"
+  when they are mostly CJK (CJK_SEGMENT_FRACTION), else none. The choice records the
+  measured share in every case, so that whole-word masking can tell Chinese data
+  prepared without word starts (loader.py warns).
+  """
+  head = list(itertools.islice(docs, _SEGMENTER_SAMPLE_DOCS))
+  sample = "".join(s for d in head for s in d.sentences)[:_SEGMENTER_SAMPLE_CHARS]
+  cjk = text_scripts.cjk_fraction(sample)
+  choice = {"sampled_documents": len(head), "cjk_fraction": round(cjk, 4)}
+  if word_segmenter == "auto":
+    word_segmenter = "jieba" if cjk >= CJK_SEGMENT_FRACTION else None
+    choice["reason"] = (f"auto: {cjk:.1%} of the first {len(head)} documents' characters "
+                        f"are CJK ({'>=' if word_segmenter else '<'} "
+                        f"{CJK_SEGMENT_FRACTION:.0%})")
+  else:
+    choice["reason"] = "given"
+  return word_segmenter, choice, itertools.chain(head, docs)
+
+
 def _units(docs: Iterator[corpus_lib.Document], docs_per_shard: int):
   unit, batch = 0, []
   for doc in docs:
@@ -220,7 +252,8 @@ class PrepareOptions:
   tfds_split: str = "train"
   text_rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES  # splitting / normalising
   lowercase: bool | None = None      # WordPiece casing (None: the vocabulary's own)
-  word_segmenter: str | None = None  # "jieba": store Chinese word starts (whole-word masking)
+  word_segmenter: str | None = None  # "jieba": store Chinese word starts (whole-word
+                                     # masking); "auto": jieba when mostly CJK
   eval_fraction: float = 0.01
   docs_per_shard: int = 20_000
   max_sentence_tokens: int = 256
@@ -237,7 +270,8 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   Exactly one of `inputs` (comma-separated globs of local text) and `tfds_name`
   ('name[/config][:version]:feature') selects the corpus. Rerunning with the same settings
   resumes (finished units are not redone); with different settings into the same directory
-  is an error.
+  is an error. `options.word_segmenter="auto"` segments (jieba) when the corpus is mostly
+  CJK (`choose_word_segmenter`).
   """
   o = options
   if (inputs is None) == (tfds_name is None):
@@ -245,28 +279,32 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   if not 0.0 <= o.eval_fraction < 1.0:
     raise PrepareError(f"eval_fraction must be in [0, 1), got {o.eval_fraction}")
   tokenizer = load_tokenizer(tokenizer_path, lowercase=o.lowercase)
-  token_dtype = records.token_dtype_for(tokenizer.vocab_size, o.word_segmenter is not None)
-  if o.word_segmenter is not None:
-    word_segmentation.load_segmenter(o.word_segmenter)  # Fails here, before any work.
+  read_skips = corpus_lib.SkipLog()
   files = None
   if inputs is not None:
     corpus_lib.check_encoding(o.encoding)
     files = corpus_lib.expand_inputs(inputs)
-  settings = _settings(tokenizer, files, tfds_name, o)
-  os.makedirs(output_dir, exist_ok=True)
-  if _resumes(output_dir, settings):
-    if os.path.exists(os.path.join(output_dir, MANIFEST)):
-      return read_manifest(output_dir)
-  tokenizer_file = os.path.basename(tokenizer.save(output_dir))
-  np.save(os.path.join(output_dir, "word_start.npy"), tokenizer.word_start_table())
-
-  read_skips = corpus_lib.SkipLog()
-  if files is not None:
     docs = corpus_lib.iter_text_documents(files, o.text_format, read_skips, o.encoding,
                                           o.text_rules)
   else:
     docs = corpus_lib.iter_tfds_documents(tfds_name, o.tfds_data_dir, o.tfds_split, read_skips,
                                           o.text_rules)
+  word_segmenter, segmenter_choice, docs = choose_word_segmenter(o.word_segmenter, docs)
+  o = dataclasses.replace(o, word_segmenter=word_segmenter)  # "auto" resolved
+  token_dtype = records.token_dtype_for(tokenizer.vocab_size, o.word_segmenter is not None)
+  if o.word_segmenter is not None:
+    word_segmentation.load_segmenter(o.word_segmenter)  # Fails here, before any work.
+  settings = _settings(tokenizer, files, tfds_name, o)
+  fingerprint = _fingerprint(settings)
+  # How the segmenter was chosen: recorded, but not part of what makes the data (resumes of
+  # data prepared before this was recorded still match).
+  settings = dict(settings, word_segmenter_choice=segmenter_choice)
+  os.makedirs(output_dir, exist_ok=True)
+  if _resumes(output_dir, fingerprint, settings):
+    if os.path.exists(os.path.join(output_dir, MANIFEST)):
+      return read_manifest(output_dir)
+  tokenizer_file = os.path.basename(tokenizer.save(output_dir))
+  np.save(os.path.join(output_dir, "word_start.npy"), tokenizer.word_start_table())
   bar = _Progress(o.progress)
   summaries = _tokenize_units(output_dir, docs, tokenizer, token_dtype, o, bar)
   bar.update(0, 0, final=True)
@@ -294,10 +332,9 @@ def _settings(tokenizer: Tokenizer, files: list[str] | None, tfds_name: str | No
           "word_segmenter": o.word_segmenter}
 
 
-def _resumes(output_dir: str, settings: dict) -> bool:
-  """True when `output_dir` holds (part of) this very dataset; records the settings of a
-  new one; an error for a dataset prepared with other settings."""
-  fingerprint = _fingerprint(settings)
+def _resumes(output_dir: str, fingerprint: str, settings: dict) -> bool:
+  """True when `output_dir` holds (part of) the dataset of `fingerprint`; records the
+  settings of a new one; an error for a dataset prepared with other settings."""
   state_path = os.path.join(output_dir, "prepare_state.json")
   if not os.path.exists(state_path):
     with open(state_path, "w") as f:

@@ -23,6 +23,7 @@ import os
 import shutil
 
 from data_pipeline.fileio import write_json_atomic, write_text_atomic
+from data_pipeline.text.tokenizer import bert_wordpiece
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
@@ -47,12 +48,10 @@ def export_tokenizer(tokenizer, output_dir: str, model_max_length: int = 512) ->
 
 
 def _export_wordpiece(tokenizer, output_dir: str, model_max_length: int) -> list[str]:
-  from tokenizers import BertWordPieceTokenizer
   vocab_path = os.path.join(output_dir, "vocab.txt")
   write_text_atomic(vocab_path, "".join(t + "\n" for t in tokenizer.tokens()))
-  # The same options as data_pipeline.text.tokenizer.WordPieceTokenizer.
-  fast = BertWordPieceTokenizer(vocab_path, lowercase=tokenizer.lowercase, clean_text=True,
-                                handle_chinese_chars=True, strip_accents=None)
+  # The same pipeline as data_pipeline.text.tokenizer.WordPieceTokenizer.
+  fast = bert_wordpiece(vocab_path, tokenizer.lowercase)
   fast.post_processor = _bert_template(tokenizer)
   json_path = os.path.join(output_dir, "tokenizer.json")
   write_text_atomic(json_path, fast.to_str())
