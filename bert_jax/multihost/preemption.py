@@ -1,5 +1,5 @@
 """Preemption: a SIGTERM (or the distributed runtime's preemption notice) becomes a
-checkpoint at the next step boundary (`checkpoint.make_step_hook`), then `Preempted`."""
+checkpoint at the next step boundary (`checkpointing.manager.make_step_hook`), then `Preempted`."""
 from __future__ import annotations
 
 import signal
