@@ -326,8 +326,7 @@ def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: 
       raise ValueError(f"parameter {'/'.join(path)}: shape {state[key].shape} does not match the "
                        f"config's {_hf_shape(path, shape)}")
   os.makedirs(directory, exist_ok=True)
-  tmp_weights = os.path.join(directory, WEIGHTS_NAME + ".tmp")
-  save_file(state, tmp_weights, metadata={"format": "pt"})
-  os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
-  fileio.write_text_atomic(os.path.join(directory, CONFIG_NAME),
-                           json.dumps(config_to_hf(config), indent=2, sort_keys=True))
+  with fileio.atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp_weights:
+    save_file(state, tmp_weights, metadata={"format": "pt"})
+  fileio.write_json_atomic(os.path.join(directory, CONFIG_NAME), config_to_hf(config),
+                           indent=2, sort_keys=True)

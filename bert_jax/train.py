@@ -27,6 +27,7 @@ import optax
 from bert_jax import batch as batch_lib
 from bert_jax.checkpointing import manager as checkpoint_lib
 from bert_jax.multihost import distributed
+from bert_jax import fileio
 from bert_jax import flops as flops_lib
 from bert_jax.multihost import job_failure
 from bert_jax import metrics as metrics_lib
@@ -511,8 +512,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if unigram is not None:
     summary.update(unigram.result())
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=1)
+    fileio.write_json_atomic(os.path.join(workdir, "summary.json"), summary, indent=1)
     metrics_lib.plot_curves(workdir)
   return summary
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -505,8 +504,8 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
           label_list)
       fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_report.txt"),
                                best.table + "\n")
-    fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_results.json"),
-                             json.dumps({**results, "history": history}, indent=1))
+    fileio.write_json_atomic(os.path.join(cfg.output_dir, "eval_results.json"),
+                             {**results, "history": history}, indent=1)
   return {**results, "history": history}
 
 
