@@ -43,7 +43,7 @@ from bert_jax.checkpointing import init_from as init_from_lib
 from bert_jax.checkpointing import layout
 # The layout and errors that callers of the manager meet, under the manager's name too.
 from bert_jax.checkpointing.layout import (CHECKPOINTS_SUBDIR, DAMAGED_SUBDIR, CheckpointError,
-                                           IncompatibleCheckpointError)
+                                           IncompatibleCheckpointError)  # noqa: F401
 from bert_jax.multihost import preemption as preemption_lib
 from bert_jax import tree as tree_lib
 
@@ -190,9 +190,6 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-  def read_meta(self, step: int) -> dict:
-    return self._manager.restore(step, args=ocp.args.Composite(**{layout.META: ocp.args.JsonRestore()}))[layout.META]
 
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises IncompatibleCheckpointError listing every array whose shape or dtype

@@ -50,10 +50,6 @@ class PreemptionWatcher:
     print("SIGTERM received: saving a checkpoint at the end of this step, then exiting",
           flush=True)
 
-  def request(self) -> None:
-    """As if SIGTERM had arrived (tests, schedulers with their own notice)."""
-    self._flag.set()
-
   def reached(self, step: int) -> bool:
     if self._sync:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
