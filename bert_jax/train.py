@@ -135,9 +135,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model: model_lib.Ber
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(_state_initializer(config, model, tx), jax.random.PRNGKey(config.seed))
     shardings = partitioning.shardings_for(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          flax.linen.unbox(boxed), shardings)
-  return abstract, shardings
+  return partitioning.abstract_of(flax.linen.unbox(boxed), shardings), shardings
 
 
 def _state_initializer(config, model, tx) -> Callable[[jax.Array], TrainState]:

@@ -110,16 +110,6 @@ class HostJsonRestore(ocp.args.CheckpointArgs):
   item: Any = None
 
 
-# ---------------------------------------------------------------------------
-# Trees
-
-
-def abstract_of(tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying `shardings`: a restore target from any array tree."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
-
-
 def to_jsonable(value: Any) -> Any:
   """JSON round trip now: a value captured at save time (later mutation cannot leak into
   an asynchronous write) and an early TypeError for what JSON cannot hold."""

@@ -111,7 +111,7 @@ def test_async_save_is_a_snapshot_despite_donation(tmp_path):
   for _ in range(3):  # overwrite the donated buffers while the save is written
     state, _ = steps.train(state, partitioning.host_to_device(next(batches), mesh))
   checkpointer.wait()
-  abstract = ckpt.abstract_of(state, jax.tree.map(lambda x: x.sharding, state))
+  abstract = partitioning.abstract_of(state, jax.tree.map(lambda x: x.sharding, state))
   restored = checkpointer.restore(1, abstract)
   _assert_equal(restored.state, snapshot)
   assert restored.data_state == position
