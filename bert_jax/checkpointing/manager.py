@@ -276,6 +276,14 @@ class Start:
   def step(self) -> int:
     return int(jax.device_get(self.state.step))
 
+  @property
+  def host_state(self) -> dict | None:
+    """The loop's host state as the step hook saved it ({"data": this process's data
+    position, "loop": the meta item's "loop"}); checkpoint only."""
+    if self.source != "checkpoint":
+      return None
+    return {"data": self.data_state, "loop": (self.meta or {}).get("loop") or {}}
+
 
 def restore_or_initialize(checkpointer: Checkpointer, *, abstract_state: Any,
                           init_state: Callable[[], Any], init_from: str = "",
@@ -309,15 +317,18 @@ def make_step_hook(checkpointer: Checkpointer, *, every_steps: int, total_steps:
   """A `train_loop` step hook: saves every `every_steps`, at `total_steps` and at a
   preemption notice (then waits for the commit and raises `Preempted`).
 
-  `meta_fn()` gives the meta item's content at that step (config, tokenizer, loop
-  state); the data position comes from the iterator the loop passes in.
+  `meta_fn()` gives the meta item's content at that step (config, tokenizer); the host
+  state the loop passes in (`get_state()` -> {"data", "loop"}) gives the data item
+  (this process's data position) and the meta item's "loop" (the metrics window, ...).
   """
 
-  def hook(step: int, state: Any, train_iter: Any) -> None:
+  def hook(step: int, state: Any, host: Any) -> None:
     preempted = preemption is not None and preemption.reached(step)
     if not (preempted or step == total_steps or (every_steps > 0 and step % every_steps == 0)):
       return
-    checkpointer.save(step, state, meta=meta_fn(), data_state=train_iter.get_state())
+    host_state = host.get_state()
+    checkpointer.save(step, state, meta={**meta_fn(), "loop": host_state["loop"]},
+                      data_state=host_state["data"])
     if preempted:
       checkpointer.wait()
       raise preemption_lib.Preempted(step, checkpointer.step_path(step))
