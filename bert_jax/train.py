@@ -277,9 +277,10 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """A pretraining job ready to run (what the loop, the benchmark and the tests share):
-  the mesh, model, optimizer, the abstract train state (the restore target) with its
-  shardings, and the compiled steps. `init_state()` builds a fresh state."""
+  """A pretraining run ready to start (`build` makes it; the loop, the benchmark and the
+  tests share it): the mesh, model, optimizer, the abstract train state (the restore
+  target) with its shardings, and the compiled steps. `init_state()` builds a fresh
+  state."""
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   model: model_lib.BertForPreTraining
