@@ -1,5 +1,6 @@
 """Small shared pieces of the pretraining tests (a one-layer CPU config)."""
 
+import os
 import sys
 
 import jax
