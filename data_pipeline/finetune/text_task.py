@@ -195,10 +195,16 @@ def _question_answering(options: TextOptions) -> TextTask:
   return qa_text.QuestionAnsweringText(options)
 
 
+def _multiple_choice(options: TextOptions) -> TextTask:
+  from data_pipeline.finetune.tasks import multiple_choice as mc_text  # pylint: disable=import-outside-toplevel
+  return mc_text.MultipleChoiceText(options)
+
+
 TEXT_TASKS = {"classification": lambda o: SequenceText("classification", o),
               "regression": lambda o: SequenceText("regression", o),
               "ner": TaggingText,
-              "qa": _question_answering}
+              "qa": _question_answering,
+              "multiple_choice": _multiple_choice}
 
 
 def make_text_task(name: str, **options) -> TextTask:
