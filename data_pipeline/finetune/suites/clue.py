@@ -153,8 +153,9 @@ def _prepare_cmrc(layout, paths: dict, work_dir: str) -> Prepared:
     if any(not i for i in ids):
       raise SuiteError(f"{paths['test']}: a question without an id; CMRC 2018's submission "
                        "is keyed by them")
-  return Prepared("qa", paths["train"], paths["dev"], paths.get("test"), {"qa_metric": "cmrc"},
-                  None, ids)
+  # Each run's best epoch by EM: CLUE scores CMRC 2018 by it.
+  return Prepared("qa", paths["train"], paths["dev"], paths.get("test"),
+                  {"qa_metric": "cmrc", "metric_for_best": "exact"}, None, ids)
 
 
 def _submit_cmrc(layout, prepared, predictions, out_dir) -> list[str]:

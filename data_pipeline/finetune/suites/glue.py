@@ -52,6 +52,7 @@ class _Fields:
   test_id: str = "index"
   headerless: tuple[str, ...] | None = None  # train / dev columns when they have no header
   skip_malformed: bool = False
+  best: str | None = None              # the eval metric that picks each run's best epoch
 
 
 def _read_split(path: str, f: _Fields, labelled: bool, headerless: bool = False):
@@ -89,9 +90,10 @@ def _prepare_sequence(f: _Fields, layout, paths: dict, work_dir: str) -> Prepare
          for s, r in split_rows.items()}
   test, ids = _prepare_test(f, layout, paths.get("test"), os.path.join(work_dir, "test.jsonl"))
   kind = "classification" if f.labels is not None else "regression"
-  options = base.SEQUENCE_OPTIONS if f.pair else base.SINGLE_OPTIONS
-  return Prepared(kind, out["train"], out["dev"], test, dict(options), f.labels, ids,
-                  notes=notes)
+  options = dict(base.SEQUENCE_OPTIONS if f.pair else base.SINGLE_OPTIONS)
+  if f.best:  # the leaderboard's metric, where it is not the task's default (accuracy)
+    options["metric_for_best"] = f.best
+  return Prepared(kind, out["train"], out["dev"], test, options, f.labels, ids, notes=notes)
 
 
 def _check_numbers(path, rows, column):
@@ -111,7 +113,7 @@ def _prepare_test(f: _Fields, layout, path: str | None, out: str):
 
 
 def _prepare_cola(layout, paths, work_dir):
-  f = _Fields("sentence", None, "label", ("0", "1"), headerless=COLA_COLUMNS)
+  f = _Fields("sentence", None, "label", ("0", "1"), headerless=COLA_COLUMNS, best="mcc")
   first = open(paths["train"], encoding="utf-8", errors="replace").readline().split("\t")
   if [c.strip() for c in first] == list(COLA_COLUMNS) or "sentence" in [c.strip() for c in first]:
     raise SuiteError(f"{paths['train']}:1: CoLA's train / dev files have no header; their four "
@@ -190,11 +192,11 @@ TASKS = (
     base.TaskLayout("CoLA", ("CoLA",), (("train.tsv",), ("dev.tsv",), ("test.tsv",)),
                     _prepare_cola, (Column("MCC", "mcc"),), _submit),
     _sequence("SST-2", _Fields("sentence", None, "label", BINARY), ACC),
-    _sequence("MRPC", _Fields("#1 String", "#2 String", "Quality", BINARY), F1_ACC),
-    _sequence("STS-B", _Fields("sentence1", "sentence2", "score", None),
+    _sequence("MRPC", _Fields("#1 String", "#2 String", "Quality", BINARY, best="f1"), F1_ACC),
+    _sequence("STS-B", _Fields("sentence1", "sentence2", "score", None, best="corr"),
               (Column("Pearson", "pearson"), Column("Spearman", "spearman"))),
     _sequence("QQP", _Fields("question1", "question2", "is_duplicate", BINARY, test_id="id",
-                             skip_malformed=True), F1_ACC),
+                             skip_malformed=True, best="f1"), F1_ACC),
     base.TaskLayout("MNLI", ("MNLI",), (("train.tsv",), ("dev_matched.tsv",),
                                         ("test_matched.tsv",)),
                     _prepare_mnli, (Column("MNLI-m", "accuracy"),

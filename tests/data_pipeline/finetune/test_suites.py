@@ -54,8 +54,10 @@ def test_glue_quirks(roots, tmp_path):
   _, cola = _prepare("glue", roots, "CoLA", tmp_path)
   first = open(roots / "glue" / "CoLA" / "train.tsv").readline().rstrip("\n").split("\t")
   assert _lines(cola.train)[0] == {"text": first[3], "label": first[1]}
+  assert cola.options["metric_for_best"] == "mcc"  # each run's best epoch by the leaderboard's
   _, qqp = _prepare("glue", roots, "QQP", tmp_path)
   assert qqp.notes == ["train.tsv: 1 malformed row(s) skipped"]
+  assert qqp.options["metric_for_best"] == "f1"
   _, stsb = _prepare("glue", roots, "STS-B", tmp_path)
   assert isinstance(float(_lines(stsb.train)[0]["label"]), float)
   _, mnli = _prepare("glue", roots, "MNLI", tmp_path)
@@ -93,7 +95,7 @@ def test_every_clue_task_parses_in_chinese(roots, tmp_path):
   assert chid.test_ids == ["#idiom003001#", "#idiom003002#"]
   _, cmrc = _prepare("clue", roots, "CMRC2018", tmp_path)
   assert cmrc.test_ids == ["TEST_0_QUERY_0", "TEST_0_QUERY_1"] and cmrc.options == {
-      "qa_metric": "cmrc"}
+      "qa_metric": "cmrc", "metric_for_best": "exact"}
 
 
 def test_cluener_spans_to_bio_and_back(roots, tmp_path):
