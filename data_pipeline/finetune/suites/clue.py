@@ -274,12 +274,15 @@ def _prepare_c3(layout, paths: dict, work_dir: str) -> Prepared:
   if paths.get("test"):
     with open(paths["test"], encoding="utf-8") as f:
       documents = json.load(f)
+    examples = mc_text.read_multiple_choice(paths["test"], labelled=False)  # layout checked
     for d, doc in enumerate(documents, 1):
-      for q in (doc[1] if isinstance(doc, list) and len(doc) > 1 else []):
+      for q in doc[1]:
         if "id" not in q:
           raise SuiteError(f"{paths['test']}: document {d}: a question without an id; C3's "
                            "submission is keyed by it")
-    ids = [e.id for e in mc_text.read_multiple_choice(paths["test"], labelled=False)]
+        ids.append(q["id"])  # as the file has it (a number in CLUE's), in reading order
+    if len(ids) != len(examples):
+      raise SuiteError(f"{paths['test']}: {len(examples)} questions but {len(ids)} ids")
   return Prepared("multiple_choice", out["train"], out["dev"], paths.get("test"), {}, None, ids)
 
 

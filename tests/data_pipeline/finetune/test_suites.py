@@ -90,7 +90,7 @@ def test_every_clue_task_parses_in_chinese(roots, tmp_path):
   assert _lines(csl.train)[0]["text"] == "北京；学校"
   _, c3 = _prepare("clue", roots, "C3", tmp_path)
   assert len(json.load(open(c3.train))) == 2  # d-train.json + m-train.json
-  assert c3.test_ids == ["0", "1"]
+  assert c3.test_ids == [0, 1]  # the file's ids, as the submission keys them
   _, chid = _prepare("clue", roots, "CHID", tmp_path)
   assert chid.test_ids == ["#idiom003001#", "#idiom003002#"]
   _, cmrc = _prepare("clue", roots, "CMRC2018", tmp_path)
@@ -171,6 +171,10 @@ def test_submission_files_in_the_leaderboards_formats(roots, tmp_path):
       {"id": "#idiom003001#", "prediction": 2}, {"id": "#idiom003002#", "prediction": 0}])},
                     str(out))
   assert json.load(open(out / "chid11_predict.json")) == {"#idiom003001#": 2, "#idiom003002#": 0}
+  layout, c3 = _prepare("clue", roots, "C3", tmp_path)
+  layout.submission(layout, c3, {"test": _predictions(tmp_path / "c3.jsonl", [
+      {"id": "0", "prediction": 1}, {"id": "1", "prediction": 0}])}, str(out))
+  assert _lines(out / "c311_predict.json") == [{"id": 0, "label": 1}, {"id": 1, "label": 0}]
   layout, cmrc = _prepare("clue", roots, "CMRC2018", tmp_path)
   answers = tmp_path / "answers.json"
   answers.write_text(json.dumps({"TEST_0_QUERY_0": "北京", "TEST_0_QUERY_1": "每天早上"}))
