@@ -63,6 +63,8 @@ def bucket_widths(lengths: np.ndarray, max_seq_length: int, num_buckets: int = 4
 def lengths_of(attention_mask: np.ndarray) -> np.ndarray:
   """Real tokens per row: the last attended position + 1 (int64[N])."""
   mask = np.asarray(attention_mask) > 0
+  if mask.ndim > 2:  # [N, L, candidates] (multiple choice): a row is as long as its longest
+    mask = mask.any(axis=tuple(range(2, mask.ndim)))
   last = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)
   return np.where(mask.any(axis=1), last, 0).astype(np.int64)
 

@@ -386,7 +386,7 @@ def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int, *,
   `per_token` outputs ([B, width, ...]) come back at full max_seq_length width."""
   keys = batch_lib.INPUT_KEYS
   arrays = {k: data.arrays[k] for k in keys}
-  n, full = arrays["input_ids"].shape
+  n, full = arrays["input_ids"].shape[:2]  # [N, L] (multiple choice: [N, L, candidates])
   plan = _eval_plan(arrays, batch_size, length_buckets)
   setup.precompile([("predict", (trainable, setup.frozen, b))
                     for b in _one_batch_per_width(setup, arrays, plan, batch_size)])

@@ -83,7 +83,7 @@ def _check_utf8(path: str) -> None:
                         "(convert e.g. a GB18030 file with iconv -f gb18030 -t utf-8)") from None
 
 
-def _open(path: str):
+def open_text(path: str):
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found")
   _check_utf8(path)
@@ -131,7 +131,7 @@ def read_text_examples(path: str, *, task: str, text_column: str = "sentence",
   if fmt == "conll":
     raise DataError(f"{path}: a CoNLL file holds tokens and tags; task={task} needs CSV, TSV "
                     "or JSONL")
-  rows = _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
+  rows = _read_jsonl(path) if fmt == "jsonl" else read_delimited(path, fmt)
   examples = []
   for line, row, columns in rows:
     for column in [text_column] + ([text_pair_column] if text_pair_column else []) + (
@@ -150,8 +150,8 @@ def read_text_examples(path: str, *, task: str, text_column: str = "sentence",
   return examples
 
 
-def _read_delimited(path: str, fmt: str) -> Iterable[tuple[int, dict, set]]:
-  with _open(path) as f:
+def read_delimited(path: str, fmt: str) -> Iterable[tuple[int, dict, set]]:
+  with open_text(path) as f:
     # GLUE's TSVs contain unbalanced quotes inside sentences: no quoting for TSV.
     reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
               else csv.reader(f))
@@ -179,7 +179,7 @@ def _read_delimited(path: str, fmt: str) -> Iterable[tuple[int, dict, set]]:
 
 
 def _read_jsonl(path: str) -> Iterable[tuple[int, dict, set]]:
-  with _open(path) as f:
+  with open_text(path) as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -220,7 +220,7 @@ def _read_conll(path: str, labelled: bool) -> list[TaggedSentence]:
     tokens.clear()
     tags.clear()
 
-  with _open(path) as f:
+  with open_text(path) as f:
     for line_no, line in enumerate(f, 1):
       fields = line.split()
       if not fields:
@@ -311,13 +311,13 @@ def check_labels(path: str, items, label_list: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _truncate_pair(a: list[int], b: list[int], max_tokens: int) -> None:
+def truncate_pair(a: list[int], b: list[int], max_tokens: int) -> None:
   """Trims the longer of the two, one token at a time (BERT's run_classifier)."""
   while len(a) + len(b) > max_tokens:
     (a if len(a) > len(b) else b).pop()
 
 
-def _pack(rows_a, rows_b, special_ids, max_seq_length):
+def pack_pairs(rows_a, rows_b, special_ids, max_seq_length):
   n = len(rows_a)
   input_ids = np.full((n, max_seq_length), special_ids["pad_id"], np.int32)
   token_type_ids = np.zeros((n, max_seq_length), np.int32)
@@ -355,8 +355,8 @@ def encode_text_examples(examples: Sequence[TextExample], tokenizer, max_seq_len
     if b is None:
       del a[max_seq_length - 2:]
     else:
-      _truncate_pair(a, b, max_seq_length - 3)
-  out = _pack(rows_a, rows_b, tokenizer.special_ids, max_seq_length)
+      truncate_pair(a, b, max_seq_length - 3)
+  out = pack_pairs(rows_a, rows_b, tokenizer.special_ids, max_seq_length)
   if examples and all(e.label is not None for e in examples):
     if task == "regression":
       out["labels"] = np.array([e.label for e in examples], np.float32)
@@ -406,7 +406,7 @@ def encode_tagged_sentences(sentences: Sequence[TaggedSentence], tokenizer, max_
     k += len(sentence.tokens)
     rows.append(ids)
     positions.append(np.asarray(pos, np.int32))
-  arrays = _pack(rows, [None] * n, tokenizer.special_ids, max_seq_length)
+  arrays = pack_pairs(rows, [None] * n, tokenizer.special_ids, max_seq_length)
   if labelled:
     arrays["labels"] = labels
   return EncodedTagged(arrays, positions, truncated)

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 from bert_jax.finetune.tasks.base import Task
 from bert_jax.finetune.tasks.classification import Classification
+from bert_jax.finetune.tasks.multiple_choice import MultipleChoice
 from bert_jax.finetune.tasks.question_answering import QuestionAnswering
 from bert_jax.finetune.tasks.regression import Regression
 from bert_jax.finetune.tasks.token_classification import TokenClassification
 
 _TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Regression(),
-                                               TokenClassification(), QuestionAnswering())}
+                                               TokenClassification(), QuestionAnswering(),
+                                               MultipleChoice())}
 NAMES = tuple(_TASKS)
 
 

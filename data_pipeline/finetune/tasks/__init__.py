@@ -2,7 +2,7 @@
 its model-side twin in `bert_jax/finetune/tasks/`.
 
 `make_text_task(name, **options)` gives the text side of the task the command line names
-(`--task=classification`, `regression`, `ner`, `qa`), reading files per `options`
+(`--task=classification`, `regression`, `ner`, `qa`, `multiple_choice`), reading files per `options`
 (`FinetuneConfig.text_options()`: every reading option; each task keeps the ones its
 `OPTIONS` name).
 
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from data_pipeline.finetune.tasks.base import EncodedFile, TextTask
 from data_pipeline.finetune.tasks.classification import ClassificationText
+from data_pipeline.finetune.tasks.multiple_choice import MultipleChoiceText
 from data_pipeline.finetune.tasks.question_answering import QuestionAnsweringText
 from data_pipeline.finetune.tasks.regression import RegressionText
 from data_pipeline.finetune.tasks.token_classification import TokenClassificationText
 
 _TASKS: dict[str, type[TextTask]] = {
     t.name: t for t in (ClassificationText, RegressionText, TokenClassificationText,
-                        QuestionAnsweringText)}
+                        QuestionAnsweringText, MultipleChoiceText)}
 NAMES = tuple(_TASKS)
 
 
