@@ -2,8 +2,10 @@
 
 Head: `model.BertForQuestionAnswering` (transformers' names: `qa_outputs`, a
 Linear(H, 2), start then end logit per token). Loss: run_squad.py's, the mean
-of the start and the end cross-entropies over the window's positions (position
-0, [CLS], is the label of "not in this window" / "no answer"). Rows are windows,
+of the start and the end cross-entropies over the window's real positions
+(padding left out, unlike run_squad / run_qa, whose loss then changes with the
+padded width; position 0, [CLS], is the label of "not in this window" / "no
+answer"). Rows are windows,
 several per question; the text side turns their logits into answers (n-best
 post-processing) and this side scores them with the official rules
 (`qa_metrics`: SQuAD's EM / F1, v2.0's HasAns / NoAns and best thresholds, or
@@ -21,6 +23,8 @@ from bert_jax import model as model_lib
 from bert_jax.finetune import qa_metrics
 from bert_jax.finetune.tasks import base
 
+_PADDING_LOGIT = -1e9  # as the text side's decode sets padding before the n-best search
+
 
 def qa_loss(start_logits: jax.Array, end_logits: jax.Array, batch) -> tuple[jax.Array, jax.Array]:
   """(mean loss, number of windows) of one batch, float32.
@@ -28,15 +32,21 @@ def qa_loss(start_logits: jax.Array, end_logits: jax.Array, batch) -> tuple[jax.
   start_logits, end_logits: [B, L]; batch: start_positions, end_positions [B]
   int, attention_mask [B, L], optionally label_weights [B] (0: a window of a
   question whose answer did not verify). Padding rows (added to fill the last
-  batch) have no [CLS] and weigh 0.
+  batch) have no [CLS] and weigh 0; padding positions are left out of the
+  softmax, so a window's loss is the same at any padded width.
   """
   weights = base.sequence_weights(batch)
   if "label_weights" in batch:
     weights = weights * batch["label_weights"].astype(jnp.float32)
+  # Padding is never an answer (post-processing never picks it), so it takes no part in
+  # the softmax: otherwise the loss of a window would depend on how wide its batch is
+  # padded (a length bucket's width) and the [PAD] embedding would be trained through the
+  # padding's logits (transformers freezes that row: padding_idx).
+  real = batch["attention_mask"] > 0
   start = optax.softmax_cross_entropy_with_integer_labels(
-      start_logits.astype(jnp.float32), batch["start_positions"])
+      jnp.where(real, start_logits.astype(jnp.float32), _PADDING_LOGIT), batch["start_positions"])
   end = optax.softmax_cross_entropy_with_integer_labels(
-      end_logits.astype(jnp.float32), batch["end_positions"])
+      jnp.where(real, end_logits.astype(jnp.float32), _PADDING_LOGIT), batch["end_positions"])
   count = jnp.sum(weights)
   return jnp.sum(0.5 * (start + end) * weights) / jnp.maximum(count, 1.0), count
 

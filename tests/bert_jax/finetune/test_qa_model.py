@@ -104,3 +104,30 @@ def test_a_transformers_qa_checkpoint_loads_with_its_head(tmp_path):
   start, end = _ours(params, ids, types, mask)
   assert np.max(np.abs(out.start_logits.numpy() - start)) <= 1e-4
   assert np.max(np.abs(out.end_logits.numpy() - end)) <= 1e-4
+
+
+def test_qa_loss_of_a_window_does_not_depend_on_its_padded_width():
+  """Length buckets trim a window to its bucket's width: its loss and gradients must be
+  those of the full-width window, and the [PAD] embedding gets no gradient (transformers
+  freezes it with padding_idx), however high the padding's logits."""
+  import jax.numpy as jnp
+  task = tasks.get("qa")
+  params = _fresh(2)
+  ids, types, mask = _inputs(3, batch=2, length=20)
+  mask[:, 12:] = 0
+  ids[:, 12:] = 0
+  batch = dict(start_positions=np.array([9, 0], np.int32), end_positions=np.array([11, 0], np.int32))
+
+  def loss(p, width):
+    out = MODEL.apply({"params": p}, ids[:, :width], types[:, :width], mask[:, :width],
+                      deterministic=True)
+    return task.loss(out, {**batch, "attention_mask": jnp.asarray(mask[:, :width])})[0]
+
+  grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+  (full, g_full), (trimmed, g_trimmed) = grad(params, 20), grad(params, 12)
+  np.testing.assert_allclose(full, trimmed, rtol=1e-5)
+  flat_full, flat_trimmed = tree_lib.flatten(g_full), tree_lib.flatten(g_trimmed)
+  for path, g in flat_full.items():
+    np.testing.assert_allclose(g, flat_trimmed[path], rtol=1e-4, atol=1e-6, err_msg=str(path))
+  word = flat_full[("bert", "embeddings", "word_embeddings", "embedding")]
+  assert np.all(word[0] == 0) and np.any(word[5:] != 0)
