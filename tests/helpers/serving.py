@@ -1,0 +1,73 @@
+"""Tiny fine-tuned model directories for the serving tests, written without training.
+
+Random weights (drawn in NumPy, as `qa.random_hf_dir` does) saved by the fine-tuning
+export itself (`finetune.export.save_model`): the same config.json, weights, tokenizer
+files and finetune.json as OUT/best_model of a run, in a fraction of a second. The
+vocabulary holds the test words plus a few Chinese characters, so that Chinese text
+is served too.
+"""
+import os
+
+import jax
+import numpy as np
+
+from bert_jax import interop
+from bert_jax import model as model_lib
+from bert_jax import tree as tree_lib
+from bert_jax.finetune import export as finetune_export
+from bert_jax.finetune import tasks as tasks_lib
+from bert_jax.finetune.config import FinetuneConfig
+from tests.helpers import finetune as F
+
+CHINESE = list("北京上海我爱在了是的人")
+VOCAB = F.SPECIALS + F.WORDS + CHINESE + [",", ".", "?"]
+LABELS = {"classification": ["neg", "pos"], "regression": [],
+          "ner": ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"], "qa": []}
+
+
+def _draw(shapes, seed, scale=0.5):
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if path[-1] == "scale":
+      return np.ones(leaf.shape, np.float32)
+    if path[-1] == "bias":
+      return (rng.standard_normal(leaf.shape) * 0.1).astype(np.float32)
+    return (rng.standard_normal(leaf.shape) * scale).astype(np.float32)
+
+  return tree_lib.unflatten({p: draw(p, x) for p, x in tree_lib.flatten(shapes).items()})
+
+
+def make_model_dir(directory, task, max_seq_length=32, seed=0):
+  """OUT/best_model of a `task` run (random weights); "encoder" gives a pretraining
+  directory (BertForPreTraining, no finetune.json)."""
+  config = F.tiny_config(len(VOCAB))
+  if task == "encoder":
+    module = model_lib.BertForPreTraining(config)
+    inputs = model_lib.dummy_inputs(config)
+  else:
+    t = tasks_lib.get(task)
+    module = t.model(config, max(len(LABELS[task]), 1))
+    inputs = model_lib.dummy_inputs(config, 1, 8, None)
+  shapes = model_lib.nn.unbox(jax.eval_shape(
+      lambda rng: module.init(rng, **inputs), jax.random.PRNGKey(0))["params"])
+  params = jax.tree.map(jax.numpy.asarray, _draw(shapes, seed))
+  os.makedirs(directory, exist_ok=True)
+  vocab_path = os.path.join(directory, "vocab.txt")
+  if task == "encoder":
+    interop.save_hf(config, params, directory)
+    with open(vocab_path, "w") as f:
+      f.write("\n".join(VOCAB) + "\n")
+    return directory
+  from data_pipeline.finetune import text_task  # pylint: disable=import-outside-toplevel
+  text = text_task.make_text_task(task)
+  scratch = directory + ".vocab"
+  os.makedirs(scratch, exist_ok=True)
+  with open(os.path.join(scratch, "vocab.txt"), "w") as f:
+    f.write("\n".join(VOCAB) + "\n")
+  tokenizer = text.load_tokenizer(scratch)
+  cfg = FinetuneConfig(task=task, init_from=scratch, output_dir=directory,
+                       max_seq_length=max_seq_length)
+  finetune_export.save_model(directory, cfg, config, params, LABELS[task],
+                             lambda d: text.export_tokenizer(tokenizer, d, 64), text.meta())
+  return directory
