@@ -101,7 +101,7 @@ def inference_fn(model, task):
     if task is None:  # the encoder: sequence [B, L, H] and pooled [B, H]
       sequence, pooled = outputs
       return {"outputs": {"sequence_output": sequence, "pooled_output": pooled},
-              "predictions": {}}
+              "predictions": {"pooled_output": pooled}}
     if isinstance(outputs, tuple):
       outputs = list(outputs)  # a list is the pytree node every jax version serializes
     return {"outputs": outputs, "predictions": task.predict(outputs)}
@@ -186,6 +186,7 @@ def _manifest(model_dir, meta, task, widths, platforms) -> dict:
               labels=list(meta.get("labels") or []), max_seq_length=int(meta["max_seq_length"]),
               bucket_widths=list(widths),
               metric=task.default_metric if task is not None else None,
+              per_token_outputs=bool(task is not None and task.per_token_outputs),
               text_options=text, bert_jax_version=_version(), jax_version=jax.__version__,
               model_hash=model_hash(model_dir), platforms=list(platforms),
               inputs=list(runtime.INPUTS))

@@ -13,9 +13,9 @@ compiles while serving.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
-import threading
 from typing import Iterable, Mapping
 
 import jax
@@ -65,19 +65,23 @@ class Artifact:
     self._params = params
     self._call = jax.jit(exported.call)
     self._compiled: dict[tuple[int, int], object] = {}
-    self._lock = threading.Lock()
 
   @property
   def compiled_shapes(self) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(self._compiled))
 
   def compile(self, shapes: Iterable[tuple[int, int]]) -> None:
-    """Compiles for each (batch, width) of `shapes` (once each)."""
-    for batch, width in shapes:
-      if (batch, width) in self._compiled:
-        continue
-      ids = jax.ShapeDtypeStruct((batch, width), np.int32)
-      self._compiled[(batch, width)] = self._call.lower(self._params, ids, ids, ids).compile()
+    """Compiles for each (batch, width) of `shapes` (once each), a thread per core (XLA
+    compiles outside the GIL)."""
+    todo = [s for s in dict.fromkeys(shapes) if s not in self._compiled]
+
+    def one(shape):
+      ids = jax.ShapeDtypeStruct(shape, np.int32)
+      return self._call.lower(self._params, ids, ids, ids).compile()
+
+    if todo:
+      with concurrent.futures.ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1)) as pool:
+        self._compiled.update(zip(todo, pool.map(one, todo)))
 
   def run(self, arrays: Mapping[str, np.ndarray], *, strict: bool = False) -> dict:
     """{"outputs", "predictions"} (NumPy) of int32 [B, L] `arrays` (INPUTS). With

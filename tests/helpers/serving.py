@@ -60,7 +60,9 @@ def make_model_dir(directory, task, max_seq_length=32, seed=0):
       f.write("\n".join(VOCAB) + "\n")
     return directory
   from data_pipeline.finetune import text_task  # pylint: disable=import-outside-toplevel
-  text = text_task.make_text_task(task)
+  # QA windows that fit a tiny max_seq_length.
+  options = dict(doc_stride=8, max_query_length=8) if task == "qa" else {}
+  text = text_task.make_text_task(task, **options)
   scratch = directory + ".vocab"
   os.makedirs(scratch, exist_ok=True)
   with open(os.path.join(scratch, "vocab.txt"), "w") as f:
