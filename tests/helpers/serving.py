@@ -73,3 +73,74 @@ def make_model_dir(directory, task, max_seq_length=32, seed=0):
   finetune_export.save_model(directory, cfg, config, params, LABELS[task],
                              lambda d: text.export_tokenizer(tokenizer, d, 64), text.meta())
   return directory
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def http(url, body=None, method=None, timeout=60):
+  """(status, JSON body) of one real HTTP request (urllib: what any client speaks)."""
+  import json
+  import urllib.error
+  import urllib.request
+  data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+  req = urllib.request.Request(url, data=data, method=method,
+                               headers={"Content-Type": "application/json"})
+  try:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+      return r.status, json.loads(r.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
+
+
+class ServerThread:
+  """The service (`bert_jax.serving.server`) on a loopback port, in a thread of this
+  process with its own event loop, as launch.serve runs it: `url`, `batcher`."""
+
+  def __init__(self, artifact_dir, *, max_batch=4, max_wait_ms=20.0, max_body_bytes=1 << 20,
+               max_texts=64, max_chars=20_000):
+    import asyncio
+    import threading
+    import time
+
+    from aiohttp import web
+
+    from bert_jax.serving import batcher as batcher_lib
+    from bert_jax.serving import runtime
+    from bert_jax.serving import server
+    from data_pipeline.serving import requests
+    artifact = runtime.load(artifact_dir)
+    self.text = requests.ServingText(artifact.manifest, artifact_dir,
+                                     requests.Limits(max_texts, max_chars))
+    self.batcher = batcher_lib.Batcher(artifact, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                       per_token=artifact.manifest["per_token_outputs"])
+    app = server.make_app(self.batcher, self.text, max_body_bytes=max_body_bytes)
+    sock = server.bind("127.0.0.1", 0)
+    self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    self.loop = asyncio.new_event_loop()
+    self.runner = web.AppRunner(app, access_log=None)
+
+    def serve():
+      asyncio.set_event_loop(self.loop)
+      self.loop.run_until_complete(self.runner.setup())
+      self.loop.run_until_complete(web.SockSite(self.runner, sock).start())
+      self.loop.run_forever()
+
+    self.thread = threading.Thread(target=serve, daemon=True)
+    self.thread.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+      try:
+        if http(self.url + "/healthz")[0] == 200:
+          return
+      except OSError:
+        pass
+      time.sleep(0.1)
+    raise TimeoutError("the service did not warm up")
+
+  def close(self):
+    import asyncio
+    asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+    self.loop.call_soon_threadsafe(self.loop.stop)
+    self.thread.join(60)
+    self.batcher.close()
