@@ -43,8 +43,9 @@ async def _errors(request: web.Request, handler):
   """Whatever a client sends, an answer in JSON; a bug fails its own request only."""
   try:
     return await handler(request)
-  except web.HTTPRequestEntityTooLarge as e:
-    return _error(413, f"request body over {e.max_size} bytes", "body")
+  except web.HTTPRequestEntityTooLarge:
+    limit = request.app[_STATE]["max_body_bytes"]
+    return _error(413, f"request body over the limit of {limit} bytes", "body")
   except web.HTTPException as e:
     if e.status >= 400:
       return _error(e.status, e.reason)
@@ -98,7 +99,8 @@ def make_app(batcher: batcher_lib.Batcher, text: Any, *, max_body_bytes: int = 1
   start-up, and /healthz says ready when it is done."""
   app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
   app[_BATCHER], app[_TEXT] = batcher, text
-  app[_STATE] = {"ready": False, "metadata": dict(metadata or batcher.artifact.manifest)}
+  app[_STATE] = {"ready": False, "metadata": dict(metadata or batcher.artifact.manifest),
+                 "max_body_bytes": max_body_bytes}
   app.router.add_post("/predict", _predict)
   app.router.add_get("/healthz", _healthz)
   app.router.add_get("/metadata", _metadata)

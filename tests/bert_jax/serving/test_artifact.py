@@ -19,14 +19,15 @@ TASKS = ("classification", "regression", "ner", "qa", "encoder")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-  """{task: (model_dir, artifact_dir)}, each exported for cpu, cuda and tpu."""
+  """{task: (model_dir, artifact_dir)}; classification's for cpu, cuda and tpu (lowering
+  for each costs a compile-sized wait: once is enough)."""
   root = tmp_path_factory.mktemp("artifacts")
   out = {}
   for task in TASKS:
     model_dir = S.make_model_dir(str(root / task), task)
     art = str(root / f"{task}-art")
-    export_artifact.export(model_dir, art, platforms=("cpu", "cuda", "tpu"),
-                           bucket_widths=(16,))
+    platforms = ("cpu", "cuda", "tpu") if task == "classification" else ("cpu",)
+    export_artifact.export(model_dir, art, platforms=platforms, bucket_widths=(16,))
     out[task] = (model_dir, art)
   return out
 
@@ -61,10 +62,11 @@ def test_parity_at_shapes_never_exported(exported, task):
   model_dir, art = exported[task]
   artifact = runtime.load(art)
   m = artifact.manifest
-  assert m["platforms"] == ["cpu", "cuda", "tpu"] and m["task"] == task
+  assert m["task"] == task and "cpu" in m["platforms"]
+  assert len(m["platforms"]) == (3 if task == "classification" else 1)
   assert m["model_hash"] == export_artifact.model_hash(model_dir)
   assert m["bucket_widths"] == [16, 32 if task != "encoder" else 64]
-  for rows, width in ((1, 7), (5, 16), (3, 29)):  # symbolic b and l: any shape runs
+  for rows, width in ((1, 7), (3, 29)):  # symbolic b and l: any shape runs
     batch = _batch(rows, width)
     got, want = artifact.run(batch), _reference(model_dir, batch)
     assert jax.tree.structure(got) == jax.tree.structure(want)
