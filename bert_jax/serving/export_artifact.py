@@ -127,7 +127,7 @@ def _check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
   return tuple(dict.fromkeys(platforms))
 
 
-def _check_widths(widths: Sequence[int], max_len: int) -> tuple[int, ...]:
+def check_widths(widths: Sequence[int], max_len: int) -> tuple[int, ...]:
   widths = tuple(sorted(set(int(w) for w in widths)))
   if not widths or widths[0] < 2 or widths[-1] > max_len:
     raise ValueError(f"--bucket_widths={','.join(map(str, widths))}: need widths in [2, "
@@ -144,7 +144,7 @@ def export(model_dir: str, output_dir: str, *, platforms: Sequence[str] = ("cpu"
     raise ValueError(f"--output_dir={output_dir} exists and is not empty; choose a new one")
   meta = read_model_dir(model_dir)
   max_len = int(meta["max_seq_length"])
-  widths = _check_widths(bucket_widths or default_bucket_widths(max_len), max_len)
+  widths = check_widths(bucket_widths or default_bucket_widths(max_len), max_len)
   model, params, task = load_model(model_dir, meta)
   leaves, treedef = jax.tree.flatten(params)
   infer = inference_fn(model, task)
@@ -159,7 +159,7 @@ def export(model_dir: str, output_dir: str, *, platforms: Sequence[str] = ("cpu"
   ids = jax.ShapeDtypeStruct((b, l), jnp.int32)
   specs = [jax.ShapeDtypeStruct(np.shape(x), np.float32) for x in leaves]
   exported = jax.export.export(jax.jit(flat_infer), platforms=platforms)(specs, ids, ids, ids)
-  manifest = _manifest(model_dir, meta, task, widths, platforms)
+  manifest = make_manifest(model_dir, meta, widths, platforms)
   tmp = f"{output_dir}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
@@ -167,9 +167,7 @@ def export(model_dir: str, output_dir: str, *, platforms: Sequence[str] = ("cpu"
     f.write(exported.serialize())
   np.savez(os.path.join(tmp, runtime.PARAMS_FILE),
            **{f"p{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
-  for name in _TOKENIZER_FILES:
-    if os.path.isfile(os.path.join(model_dir, name)):
-      shutil.copy(os.path.join(model_dir, name), tmp)
+  copy_tokenizer(model_dir, tmp)
   fileio.write_text_atomic(os.path.join(tmp, runtime.MANIFEST_FILE),
                            json.dumps(manifest, indent=1, ensure_ascii=False))
   if os.path.isdir(output_dir):
@@ -178,7 +176,15 @@ def export(model_dir: str, output_dir: str, *, platforms: Sequence[str] = ("cpu"
   return manifest
 
 
-def _manifest(model_dir, meta, task, widths, platforms) -> dict:
+def copy_tokenizer(model_dir: str, directory: str) -> None:
+  for name in _TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(model_dir, name)):
+      shutil.copy(os.path.join(model_dir, name), directory)
+
+
+def make_manifest(model_dir: str, meta: dict, widths, platforms) -> dict:
+  """What an artifact (of either format) says of itself; see the module docstring."""
+  task = None if meta["task"] == ENCODER else tasks_lib.get(meta["task"])
   text = {k: v for k, v in meta.items()
           if k not in ("task", "labels", "max_seq_length", "lora_rank", "lora_alpha",
                        "lora_merged")}
