@@ -33,6 +33,9 @@ _REQUESTS = flags.DEFINE_integer("requests", 400, "Requests per load level.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "The service's --max_batch.")
 _MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "The service's --max_wait_ms.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch of the raw-speed runs.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "PyTorch intra-op threads (0: its "
+                                     "default, one per core; on a shared machine its "
+                                     "spinning threads slow it down many times over).")
 flags.mark_flags_as_required(["model_dir", "eval_file"])
 
 
@@ -107,6 +110,9 @@ def _speed(model_dir, artifact_dir, onnx_dir, encoded, task):
     index.append(idx)
   art.compile({(len(b["input_ids"]), b["input_ids"].shape[1]) for b in batches})
   torch_model = onnx_export.load_torch_model(model_dir, task)
+  if _TORCH_THREADS.value:
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(_TORCH_THREADS.value)
   names = onnx_export.output_names(task)
   engines = {"artifact (jax)": lambda b: art.run(b, strict=True)["outputs"],
              "pytorch": lambda b: onnx_export.run_torch(torch_model, b, names)}

@@ -16,7 +16,6 @@ import pytest
 
 from bert_jax.serving import export_artifact
 from bert_jax.serving import runtime
-from data_pipeline.serving import requests
 from tests.helpers import REPO
 from tests.helpers import serving as S
 
@@ -43,22 +42,21 @@ def classifier(artifacts):
   server.close()
 
 
-def _model_predictions(model_dir, art, body):
-  """What the model itself predicts for a request: the text side's rows at full width
-  through the model's jitted forward and predict."""
-  text = requests.ServingText(runtime.read_manifest(art), art)
-  prepared = text.prepare(body)
-  meta = export_artifact.read_model_dir(model_dir)
-  model, params, task = export_artifact.load_model(model_dir, meta)
-  out = jax.jit(export_artifact.inference_fn(model, task))(
-      params, *[prepared.rows[k] for k in runtime.INPUTS])
-  return prepared.answer(jax.tree.map(np.asarray, out["predictions"]))
+def _one_row_at_a_time(server, body):
+  """The answers of the artifact run on each of the request's rows alone, at full width
+  (a shape the warm-up compiled): no batching, no buckets. (That the artifact is the
+  model is test_artifact's.)"""
+  prepared = server.text.prepare(body)
+  outs = [server.batcher.artifact.run({k: v[i:i + 1] for k, v in prepared.rows.items()
+                                       if k in runtime.INPUTS}, strict=True)["predictions"]
+          for i in range(prepared.num_rows)]
+  return prepared.answer(jax.tree.map(lambda *xs: np.concatenate(xs), *outs))
 
 
 def test_classification_answers_are_the_models(classifier, artifacts):
   status, got = S.http(classifier.url + "/predict", {"texts": TEXTS})
   assert status == 200
-  want = _model_predictions(*artifacts["classification"], {"texts": TEXTS})
+  want = _one_row_at_a_time(classifier, {"texts": TEXTS})
   for g, w in zip(got["predictions"], want):
     assert g["label"] == w["label"] and set(g["probabilities"]) == {"neg", "pos"}
     assert max(abs(g["probabilities"][k] - w["probabilities"][k]) for k in ("neg", "pos")) <= 1e-5
@@ -122,25 +120,25 @@ def test_bad_input_gets_a_json_error_naming_the_field(classifier):
   assert status == 200 and got["predictions"][0]["label"] in ("neg", "pos")
 
 
-def _serve_one(art, body, max_batch=2):
-  server = S.ServerThread(art, max_batch=max_batch, max_wait_ms=5)
+def _serve(art, body):
+  """(status, answers) of the request to a service of `art`, and the answers one row at
+  a time."""
+  server = S.ServerThread(art, max_batch=2, max_wait_ms=5)
   try:
-    return S.http(server.url + "/predict", body)
+    return S.http(server.url + "/predict", body), _one_row_at_a_time(server, body)
   finally:
     server.close()
 
 
 def test_regression_ner_and_qa(artifacts):
   body = {"texts": TEXTS[:3], "text_pairs": ["w1", "北京", "w2 w3"]}
-  status, got = _serve_one(artifacts["regression"][1], body)
-  want = _model_predictions(*artifacts["regression"], body)
+  (status, got), want = _serve(artifacts["regression"][1], body)
   assert status == 200
   assert all(abs(g["value"] - w["value"]) <= 1e-5 for g, w in zip(got["predictions"], want))
 
   texts = ["john smith, w2 went to paris.", "我爱北京和上海", "w1 " * 40 + "rome"]
-  status, got = _serve_one(artifacts["ner"][1], {"texts": texts})
-  assert status == 200
-  assert got["predictions"] == _model_predictions(*artifacts["ner"], {"texts": texts})
+  (status, got), want = _serve(artifacts["ner"][1], {"texts": texts})
+  assert status == 200 and got["predictions"] == want
   assert sum(len(p["entities"]) for p in got["predictions"]) > 0
   for text, p in zip(texts, got["predictions"]):
     for e in p["entities"]:
@@ -149,9 +147,8 @@ def test_regression_ner_and_qa(artifacts):
 
   body = {"questions": ["w0 w1", "北京在哪?"],
           "contexts": ["w5 w6 john smith w7 w8 " * 6, "我爱北京。上海的人在北京。"]}
-  status, got = _serve_one(artifacts["qa"][1], body)
+  (status, got), want = _serve(artifacts["qa"][1], body)
   assert status == 200
-  want = _model_predictions(*artifacts["qa"], body)
   for g, w, context in zip(got["predictions"], want, body["contexts"]):
     assert g["answer"] == w["answer"] and (g["start"], g["end"]) == (w["start"], w["end"])
     assert context[g["start"]:g["end"]] == g["answer"] and 0 < g["score"] <= 1
