@@ -5,7 +5,7 @@ keep-alive, a request body limit that refuses before reading, graceful shutdown 
 SIGTERM in `run_app`) and the client the load benchmark drives it with.
 
 Endpoints:
-  POST /predict   a task's request (see data_pipeline/serving/requests.py) ->
+  POST /predict   a task's request (see docs/serving.md) ->
                   {"predictions": [one answer per text / question]}
   GET  /healthz   200 {"status": "ready"} once every shape is compiled; 503 before
   GET  /metadata  the artifact's manifest and the serving settings
