@@ -66,6 +66,8 @@ async def _predict(request: web.Request) -> web.Response:
     body = json.loads(raw)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     return _error(400, f"not valid JSON: {e}", "body")
+  except RecursionError:
+    return _error(400, "not valid JSON: nested too deeply", "body")
   loop = asyncio.get_running_loop()
   text = request.app[_TEXT]
   try:

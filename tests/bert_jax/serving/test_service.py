@@ -92,6 +92,7 @@ BAD = [  # (body, status, field)
     (b"{not json", 400, "body"),
     (b"\xff\xfe\x00", 400, "body"),
     (b"[1, 2]", 422, "body"),
+    (b"[" * 1500 + b"]" * 1500, 400, "body"),  # deeper than Python's recursion limit
     ({}, 422, "texts"),
     ({"text": ["good"]}, 422, "texts"),
     ({"texts": "good"}, 422, "texts"),
