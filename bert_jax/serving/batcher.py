@@ -10,6 +10,7 @@ padding rows), so a row's outputs do not depend on what it was batched with.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import time
@@ -57,7 +58,8 @@ class Batcher:
     self.max_len = int(artifact.manifest["max_seq_length"])
     self.sizes = batch_sizes(max_batch)
     self.stats = Stats()
-    self._queue: asyncio.Queue | None = None
+    self._pending: collections.deque = collections.deque()
+    self._arrived: asyncio.Event | None = None
     self._device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
 
   def warm_up(self) -> None:
@@ -65,15 +67,16 @@ class Batcher:
     self.artifact.compile([(b, w) for w in self.widths for b in self.sizes])
 
   async def submit(self, rows: dict[str, np.ndarray]) -> Any:
-    if self._queue is None:
+    if self._arrived is None:
       raise RuntimeError("the batcher is not running")
     future = asyncio.get_running_loop().create_future()
-    await self._queue.put((rows, future))
+    self._pending.append((rows, future))
+    self._arrived.set()
     return await future
 
   async def run(self) -> None:
     """The batching loop (a task on the server's event loop)."""
-    self._queue = asyncio.Queue()
+    self._arrived = asyncio.Event()
     loop = asyncio.get_running_loop()
     while True:
       items = await self._gather()
@@ -90,19 +93,25 @@ class Batcher:
           future.set_result(result)
 
   async def _gather(self) -> list:
-    items = [await self._queue.get()]
-    count = len(items[0][0]["input_ids"])
+    # A deque and an Event rather than asyncio.Queue: cancelling a timed-out wait on the
+    # Event can never lose a request (a timed-out Queue.get could, before Python 3.12).
+    while not self._pending:
+      self._arrived.clear()
+      await self._arrived.wait()
+    items, count = [], 0
     deadline = time.monotonic() + self.max_wait
-    while count < self.max_batch:
+    while True:
+      while self._pending and count < self.max_batch:
+        items.append(self._pending.popleft())
+        count += len(items[-1][0]["input_ids"])
       remaining = deadline - time.monotonic()
+      if count >= self.max_batch or remaining <= 0:
+        return items
+      self._arrived.clear()
       try:
-        item = (self._queue.get_nowait() if remaining <= 0
-                else await asyncio.wait_for(self._queue.get(), remaining))
-      except (asyncio.QueueEmpty, asyncio.TimeoutError):
-        break
-      items.append(item)
-      count += len(item[0]["input_ids"])
-    return items
+        await asyncio.wait_for(self._arrived.wait(), remaining)
+      except asyncio.TimeoutError:
+        pass
 
   def execute(self, requests: list[dict[str, np.ndarray]]) -> list[Any]:
     """Row predictions of each request's rows (run on the model thread)."""
