@@ -47,11 +47,14 @@ class QAPredictions:
   nbest: id -> list of {text, probability, start_logit, end_logit}, best first.
   null_odds: id -> null score - best non-null score (v2.0 only, else empty).
   best_non_null: id -> the best non-empty answer text (v2.0 re-thresholding).
+  spans: id -> per n-best entry its [start, end) character span in the context
+    ((-1, -1) for "no answer"): where a service says the answer is.
   """
   predictions: dict[str, str]
   nbest: dict[str, list[dict]]
   null_odds: dict[str, float]
   best_non_null: dict[str, str]
+  spans: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
 
   def with_threshold(self, threshold: float) -> "QAPredictions":
     """The v2.0 answers at another null-score threshold (same n-best, same odds)."""
@@ -85,6 +88,9 @@ class PostprocessOptions:
   null_score_diff_threshold: float = 0.0  # v2.0: "" when the null odds exceed this
 
 
+NO_SPAN = (-1, -1)  # the character span of "no answer"
+
+
 def postprocess(example_ids: Sequence[str], contexts: Sequence[str],
                 feature_example_index: np.ndarray, offsets: np.ndarray,
                 is_max_context: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
@@ -115,13 +121,14 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str],
   for f, e in enumerate(feature_example_index):
     windows[int(e)].append(f)
 
-  out = QAPredictions({}, {}, {}, {})
+  out = QAPredictions({}, {}, {}, {}, {})
   for e, (qid, context) in enumerate(zip(example_ids, contexts)):
     if not windows[e]:
       raise ValueError(f"example {qid!r} has no window (feature) to answer from")
     candidates, null = _candidates(windows[e], start_logits, end_logits, offsets,
                                    is_max_context, o)
     entries = _nbest(candidates, null, context, offsets, o)
+    out.spans[qid] = [x["span"] for x in entries]
     probs = _softmax([x["start_logit"] + x["end_logit"] for x in entries])
     out.nbest[qid] = [dict(text=x["text"], probability=p, start_logit=x["start_logit"],
                            end_logit=x["end_logit"]) for x, p in zip(entries, probs)]
@@ -185,15 +192,16 @@ def _nbest(candidates, null, context: str, offsets, o: PostprocessOptions) -> li
   for _, s_logit, e_logit, f, a, b in candidates:
     if len(entries) >= o.n_best_size:
       break
-    text = "" if f < 0 else context[int(offsets[f, a, 0]):int(offsets[f, b, 1])]
+    span = NO_SPAN if f < 0 else (int(offsets[f, a, 0]), int(offsets[f, b, 1]))
+    text = "" if f < 0 else context[span[0]:span[1]]
     if text in seen:
       continue
     seen.add(text)
     entries.append(dict(text=text, start_logit=float(s_logit), end_logit=float(e_logit),
-                        null=f < 0))
+                        null=f < 0, span=span))
   if o.version_2_with_negative and "" not in seen:
     entries.append(dict(text="", start_logit=float(null[1]), end_logit=float(null[2]),
-                        null=True))
+                        null=True, span=NO_SPAN))
   if not entries:  # no valid span at all (nothing in the top starts/ends was usable)
-    entries.append(dict(text="", start_logit=0.0, end_logit=0.0, null=True))
+    entries.append(dict(text="", start_logit=0.0, end_logit=0.0, null=True, span=NO_SPAN))
   return entries

@@ -37,4 +37,12 @@ def make_text_task(name: str, **options) -> TextTask:
   return _TASKS[name](**options)
 
 
-__all__ = ["EncodedFile", "TextTask", "NAMES", "make_text_task"]
+def options_of(name: str) -> tuple[str, ...]:
+  """The reading options task `name` takes (its `OPTIONS`): what a model directory's
+  finetune.json records of them is enough to rebuild its text side."""
+  if name not in _TASKS:
+    raise ValueError(f"task={name!r}: no text side; known: {NAMES}")
+  return _TASKS[name].OPTIONS
+
+
+__all__ = ["EncodedFile", "TextTask", "NAMES", "make_text_task", "options_of"]
