@@ -29,20 +29,15 @@ class Result:
     return [line for line in self.stderr.splitlines() if line.startswith("error:")]
 
 
-def run(module: str, args: list[str]) -> Result:
-  """`python -m MODULE ARGS` through `launch.cli.run`, in this process."""
+@contextlib.contextmanager
+def loaded(module: str, args: list[str] = ()):
+  """The launcher `module` imported afresh with `sys.argv` = [module, *args] (config flags
+  read it when they are defined); its flags and modules are removed afterwards."""
   flag_names = set(flags.FLAGS)
   modules = set(sys.modules)
-  argv, sys.argv = sys.argv, [module, *args]  # config flags read sys.argv when defined
-  out, err = io.StringIO(), io.StringIO()
-  code = 0
+  argv, sys.argv = sys.argv, [module, *args]
   try:
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      try:
-        launcher = importlib.import_module(module)
-        cli.run(launcher.main)
-      except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    yield importlib.import_module(module)
   finally:
     sys.argv = argv
     flags.FLAGS.unparse_flags()
@@ -52,9 +47,21 @@ def run(module: str, args: list[str]) -> Result:
       if name.startswith("launch."):
         del sys.modules[name]
         # `from launch import X` takes the package's attribute if it has one.
-        parent = sys.modules.get(name.rpartition(".")[0])
-        if parent is not None and hasattr(parent, name.rpartition(".")[2]):
-          delattr(parent, name.rpartition(".")[2])
+        parent, _, leaf = name.rpartition(".")
+        if hasattr(sys.modules.get(parent), leaf):
+          delattr(sys.modules[parent], leaf)
     # absl refuses a second flag registration in one process once one succeeded.
     app._register_and_parse_flags_with_usage.done = False  # pylint: disable=protected-access
+
+
+def run(module: str, args: list[str]) -> Result:
+  """`python -m MODULE ARGS` through `launch.cli.run`, in this process."""
+  out, err = io.StringIO(), io.StringIO()
+  code = 0
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      with loaded(module, args) as launcher:
+        cli.run(launcher.main)
+    except SystemExit as e:
+      code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   return Result(code, out.getvalue(), err.getvalue())
