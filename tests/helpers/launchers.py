@@ -29,13 +29,36 @@ class Result:
     return [line for line in self.stderr.splitlines() if line.startswith("error:")]
 
 
+def _launch_modules():
+  return {name: module for name, module in sys.modules.items()
+          if name.startswith("launch.") and name != "launch.cli"}
+
+
+def _forget(names):
+  """Drops modules from sys.modules and from their package (`from launch import X` takes
+  the package's attribute if it has one)."""
+  for name in names:
+    sys.modules.pop(name, None)
+    parent, _, leaf = name.rpartition(".")
+    if hasattr(sys.modules.get(parent), leaf):
+      delattr(sys.modules[parent], leaf)
+
+
 @contextlib.contextmanager
 def loaded(module: str, args: list[str] = ()):
   """The launcher `module` imported afresh with `sys.argv` = [module, *args] (config flags
-  read it when they are defined); its flags and modules are removed afterwards."""
-  flag_names = set(flags.FLAGS)
-  modules = set(sys.modules)
-  argv, sys.argv = sys.argv, [module, *args]
+  read it when they are defined). Launchers a test module imported before (their flags may
+  share its names) are set aside meanwhile; afterwards everything is as it was."""
+  saved_modules = _launch_modules()
+  saved_flags = {name: (flags.FLAGS[name], flags.FLAGS.find_module_defining_flag(name))
+                 for name in set(flags.FLAGS)
+                 if (flags.FLAGS.find_module_defining_flag(name) or "").startswith("launch.")
+                 and flags.FLAGS.find_module_defining_flag(name) != "launch.cli"}
+  for name in saved_flags:
+    delattr(flags.FLAGS, name)
+  _forget(saved_modules)
+  flag_names, argv = set(flags.FLAGS), sys.argv
+  sys.argv = [module, *args]
   try:
     yield importlib.import_module(module)
   finally:
@@ -43,13 +66,14 @@ def loaded(module: str, args: list[str] = ()):
     flags.FLAGS.unparse_flags()
     for name in set(flags.FLAGS) - flag_names:
       delattr(flags.FLAGS, name)
-    for name in set(sys.modules) - modules:
-      if name.startswith("launch."):
-        del sys.modules[name]
-        # `from launch import X` takes the package's attribute if it has one.
-        parent, _, leaf = name.rpartition(".")
-        if hasattr(sys.modules.get(parent), leaf):
-          delattr(sys.modules[parent], leaf)
+    _forget(_launch_modules())
+    for name, (flag, defined_in) in saved_flags.items():
+      flags.FLAGS[name] = flag
+      flags.FLAGS.register_flag_by_module(defined_in, flag)
+    sys.modules.update(saved_modules)
+    for name, mod in saved_modules.items():
+      parent, _, leaf = name.rpartition(".")
+      setattr(sys.modules[parent], leaf, mod)
     # absl refuses a second flag registration in one process once one succeeded.
     app._register_and_parse_flags_with_usage.done = False  # pylint: disable=protected-access
 
