@@ -69,12 +69,12 @@ def resolve_data_dir(data_dir: str, workdir: str, vocab_size: int) -> str:
   if not data_dir:
     from data_pipeline import quickstart  # only the quickstart needs sentencepiece
     out = os.path.join(workdir, "data")
-    print(f"no --config.data_dir: preparing the default corpus under {out}", file=sys.stderr,
+    print(f"no --config.data.data_dir: preparing the default corpus under {out}", file=sys.stderr,
           flush=True)
     return quickstart.prepare_default_dataset(out, vocab_size=vocab_size)
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(
-        f"--config.data_dir (config.data.data_dir)={data_dir!r} does not exist; prepare one "
+        f"--config.data.data_dir={data_dir!r} does not exist; prepare one "
         f"with `python -m launch.prepare_data`, or leave it empty for the default corpus")
   return data_dir
 

@@ -1,7 +1,7 @@
 r"""Times training steps on synthetic batches; prints one JSON line.
 
   python -m launch.benchmark --config=bert_jax/configs/base.py --batch_size=256 \
-      --seq_len=128 --steps=20
+      --max_seq_length=128 --steps=20
 
 Needs only bert_jax's core dependencies (no text pipeline). Config fields can be
 overridden as in launch.pretrain (`--config.model.dtype=float32`, ...).
@@ -17,10 +17,10 @@ from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
-_SEQ = flags.DEFINE_integer("seq_len", None, "Sequence length (default: the config's).")
+_SEQ = flags.DEFINE_integer("max_seq_length", None, "Sequence length (default: the config's).")
 _PRED = flags.DEFINE_integer(
     "num_predictions", None, "Masked positions per sequence (default: the config's, or "
-    "0.15 x seq_len rounded up when --seq_len is given).")
+    "0.15 x max_seq_length rounded up when --max_seq_length is given).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (compilation).")
 flags.mark_flags_as_required(["config"])

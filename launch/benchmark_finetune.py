@@ -2,7 +2,7 @@ r"""Fine-tuning examples/s: `launch.finetune` vs transformers' `Trainer`, one ru
 
   python -m launch.benchmark_finetune [--task=classification|qa] [--workdir=/tmp/bert_jax_ft_bench] \
       [--num_examples=2048] [--max_seq_length=128] [--batch_size=32] [--num_epochs=2] \
-      [--hidden_size=128 ...]
+      [--config=bert_jax/configs/tiny.py --config.model.hidden_size=256 ...]
 
 Both sides train the same randomly initialised BERT (saved once as a Hugging Face directory
 with a WordPiece vocabulary) on the same made-up data, at the same sequence length and batch
@@ -33,6 +33,7 @@ import time
 import numpy as np
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from launch import cli
 
@@ -42,9 +43,9 @@ _N = flags.DEFINE_integer("num_examples", 2048, "Training examples.")
 _LEN = flags.DEFINE_integer("max_seq_length", None, "Sequence length (default: 128, QA 384).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _EPOCHS = flags.DEFINE_integer("num_epochs", 2, "Epochs (>= 2: the later ones are steady state).")
-_HIDDEN = flags.DEFINE_integer("hidden_size", 128, "Model width (BERT-tiny: 128).")
-_LAYERS = flags.DEFINE_integer("num_layers", 2, "Layers (BERT-tiny: 2).")
-_HEADS = flags.DEFINE_integer("num_heads", 2, "Attention heads.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "bert_jax/configs/tiny.py", "Config file: the model's size (hidden size, layers, "
+    "heads, intermediate size; the rest is transformers' BertConfig default).", lock_config=True)
 _RUNS = flags.DEFINE_list("runs", ["ours", "transformers"], "Which side(s) to run.")
 _WORDS = 2000
 _EVAL_EXAMPLES = 256
@@ -100,9 +101,10 @@ def _make_inputs(root):
   with open(os.path.join(model_dir, "vocab.txt"), "w") as f:
     f.write("\n".join(vocab) + "\n")
   torch.manual_seed(0)
+  m = _CONFIG.value.model
   config = transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=_HIDDEN.value, num_hidden_layers=_LAYERS.value,
-      num_attention_heads=_HEADS.value, intermediate_size=4 * _HIDDEN.value,
+      vocab_size=len(vocab), hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
+      num_attention_heads=m.num_attention_heads, intermediate_size=m.intermediate_size,
       max_position_embeddings=512)
   transformers.BertForPreTraining(config).save_pretrained(model_dir)
   transformers.BertTokenizerFast(os.path.join(model_dir, "vocab.txt"),
@@ -210,7 +212,8 @@ def main(argv):
   model_dir, files = _make_inputs(_WORKDIR.value)
   common = {"task": _TASK.value, "num_examples": _N.value, "max_seq_length": _seq_len(),
             "batch_size": _BATCH.value, "num_epochs": _EPOCHS.value,
-            "hidden_size": _HIDDEN.value, "layers": _LAYERS.value}
+            "hidden_size": _CONFIG.value.model.hidden_size,
+            "layers": _CONFIG.value.model.num_hidden_layers}
   best = {}
   # Alternating: (ours buckets, theirs per-batch padding), (ours one bucket, theirs max length).
   for buckets, pad_to_max in ((4, False), (1, True)):

@@ -8,7 +8,7 @@ classes): run this in a throw-away environment that has it, e.g.
       jax==<this project's jax> flax optax ml-collections absl-py orbax-checkpoint \
       tensorboardX matplotlib safetensors
   PYTHONPATH=. /tmp/hfbench/bin/python -m launch.benchmark_hf_flax \
-      --config=bert_jax/configs/tiny.py --batch_size=32 --seq_len=128 --steps=10
+      --config=bert_jax/configs/tiny.py --batch_size=32 --max_seq_length=128 --steps=10
 
 Both sides time full training steps (forward, backward, clipping, AdamW update)
 on the same synthetic contract batches already on the device, compilation
@@ -27,7 +27,7 @@ from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-_SEQ = flags.DEFINE_integer("seq_len", 128, "Sequence length.")
+_SEQ = flags.DEFINE_integer("max_seq_length", 128, "Sequence length.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds per implementation.")
 flags.mark_flags_as_required(["config"])

@@ -1,14 +1,15 @@
 r"""Packed vs unpacked pretraining, side by side: useful (non-pad) tokens/s and padding.
 
   python -m launch.benchmark_packing --config=bert_jax/configs/tiny.py \
-      [--workdir=/tmp/bert_jax_packing] [--seq_lens=128,512] [--batch_rows=32] [--steps=10]
+      [--workdir=/tmp/bert_jax_packing] [--max_seq_lengths=128,512] [--batch_rows=32] [--steps=10]
 
 Two prepared sets of real text: the quickstart corpus (the standard library's prose, one
 long document per module) and the same sentences re-cut into short documents of 1-4
 sentences (the shape of news items, reviews, paragraphs). For each set and sequence length,
 train steps of the config's model are timed on real loader batches, unpacked and packed,
-with the same number of rows per step, stepped in turn (median step times). Prints one JSON line per measurement and a summary
-line per (corpus, seq_len) with the packed / unpacked ratio of useful tokens/s.
+with the same number of rows per step (instance slots per packed row:
+`--config.data.packing_max_instances`), stepped in turn (median step times). Prints one JSON line per measurement and a summary
+line per (corpus, max_seq_length) with the packed / unpacked ratio of useful tokens/s.
 """
 import glob
 import json
@@ -22,14 +23,14 @@ from bert_jax import benchmark
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 from data_pipeline.quickstart import prepare_default_dataset
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bert_jax_packing", "Scratch directory.")
-_SEQ = flags.DEFINE_list("seq_lens", ["128", "512"], "Sequence lengths.")
+_SEQ = flags.DEFINE_list("max_seq_lengths", ["128", "512"], "Sequence lengths, one row each.")
 _ROWS = flags.DEFINE_integer("batch_rows", 32, "Rows per step, packed or not.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _BATCHES = flags.DEFINE_integer("num_batches", 4, "Distinct loader batches, cycled.")
-_MAX_INSTANCES = flags.DEFINE_integer("packing_max_instances", 8, "Instance slots per row.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -74,14 +75,13 @@ def main(argv):
       config.max_predictions_per_seq = -(-15 * seq // 100)
       config.model.max_position_embeddings = max(config.model.max_position_embeddings, seq)
       config.global_batch_size = _ROWS.value
-      config.data.packing_max_instances = _MAX_INSTANCES.value
       config.data.data_dir = data_dir
       streams = {}
       for name, packing in (("unpacked", False), ("packed", True)):
         it = make_pretraining_iterator(LoaderConfig(
             data_dir, global_batch_size=_ROWS.value, max_seq_length=seq,
             max_predictions_per_seq=config.max_predictions_per_seq, packing=packing,
-            packing_max_instances=_MAX_INSTANCES.value, seed=config.seed))
+            packing_max_instances=config.data.packing_max_instances, seed=config.seed))
         streams[name] = [next(it) for _ in range(_BATCHES.value)]
       results = benchmark.run_on_batches(config, streams, steps=_STEPS.value)
       for name, result in results.items():
@@ -100,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,10 @@
 r"""Question-answering speed on this machine: bert-jax vs transformers' PyTorch
 `BertForQuestionAnswering`, same size, sequence length and batch, one run.
 
-  python -m launch.benchmark_qa --preset=tiny --seq_len=384 --batch_size=32 --steps=5
+  python -m launch.benchmark_qa --config=bert_jax/configs/tiny.py --max_seq_length=384 \
+      --batch_size=32 --steps=5
+
+The model is the config's (`--config.model.vocab_size=30522`, ... as in launch.pretrain).
 
 Training: full steps (forward with dropout, the start/end cross-entropy,
 backward, clipping at 1.0, AdamW) on the same random windows; prediction:
@@ -15,15 +18,17 @@ import time
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from launch import cli
 
-_PRESET = flags.DEFINE_string("preset", "tiny", "BERT size: tiny, mini, small, medium, base.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (the model size).",
+                                          lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Windows per step.")
-_SEQ = flags.DEFINE_integer("seq_len", 384, "max_seq_length.")
+_SEQ = flags.DEFINE_integer("max_seq_length", 384, "Window length in tokens.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds per implementation.")
-_VOCAB = flags.DEFINE_integer("vocab_size", 30522, "Vocabulary size.")
+flags.mark_flags_as_required(["config"])
 
 
 def _batches(batch_size, seq_len, vocab_size, n=2):
@@ -132,9 +137,10 @@ def main(argv):
   import torch
   from bert_jax import model as model_lib
 
-  config = model_lib.bert_config(_PRESET.value, vocab_size=_VOCAB.value,
-                                 max_position_embeddings=max(512, _SEQ.value))
-  batches = _batches(_BATCH.value, _SEQ.value, _VOCAB.value)
+  m = _CONFIG.value.model
+  config = model_lib.BertConfig(**{**m.to_dict(), "max_position_embeddings": max(
+      m.max_position_embeddings, _SEQ.value)})
+  batches = _batches(_BATCH.value, _SEQ.value, config.vocab_size)
   bs = _BATCH.value
   best = {"ours_train": 0.0, "ours_predict": 0.0, "hf_train": 0.0, "hf_predict": 0.0}
   for r in range(_ROUNDS.value):
@@ -150,7 +156,7 @@ def main(argv):
     best["hf_train"] = max(best["hf_train"], bs / t)
     best["hf_predict"] = max(best["hf_predict"], bs / p)
     print(json.dumps(row), flush=True)
-  print(json.dumps({"summary": True, "preset": _PRESET.value, "seq_len": _SEQ.value,
+  print(json.dumps({"summary": True, "preset": _CONFIG.value.preset, "max_seq_length": _SEQ.value,
                     "batch_size": bs, **{k: round(v, 2) for k, v in best.items()},
                     "train_ratio": round(best["ours_train"] / best["hf_train"], 3),
                     "predict_ratio": round(best["ours_predict"] / best["hf_predict"], 3)}),

@@ -109,9 +109,6 @@ def _user_error(text: str, error: BaseException | None, argv=None) -> None:
   _stop(USER_ERROR, line)
 
 
-_rewrite_argv: Callable[[list[str]], list[str]] = lambda argv: argv
-
-
 def _config_flags():
   return [f for f in flags.FLAGS._flags().values()  # pylint: disable=protected-access
           if config_flags_impl.is_config_flag(f)]
@@ -128,10 +125,23 @@ def _failing_override(argv: list[str], key: str) -> str | None:
   return None
 
 
+def _moved(arg: str | None, field: str) -> str | None:
+  """"config.OLD is now config.NEW" when `arg` overrides a field under its old name (the
+  config files import bert_jax.configs.common, so a config flag has loaded it)."""
+  common = sys.modules.get("bert_jax.configs.common")
+  if arg is None or common is None:
+    return None
+  m = re.match(r"^--?(\w+)\.([\w.]+)", arg)
+  new = common.moved_field(m.group(2)) if m else None
+  if new is None:
+    return None
+  flag = m.group(1)
+  return f"{arg}: config.{m.group(2)} is now config.{new} (--{flag}.{new}=...)"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its errors (and a config file's) as one `error:` line,
   exit status 2."""
-  argv = _rewrite_argv(argv)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -142,7 +152,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     field, _, hint = message(e).partition("\n")
     arg = _failing_override(argv, field)
     hint = f"; {one_line(hint)}" if hint.strip() else ""
-    _user_error(f"{arg or 'config override'}: the config has no field {field}{hint}", e, argv)
+    _user_error(_moved(arg, field)
+                or f"{arg or 'config override'}: the config has no field {field}{hint}", e, argv)
   except (OSError, ValueError, TypeError) as e:
     _user_error(message(e), e, argv)
   for flag in _config_flags():
@@ -187,11 +198,6 @@ def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], i
   return wrapped
 
 
-def run(main: Callable[[list[str]], int | None],
-        rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
-  """absl's `app.run(main)` with the exit statuses and messages above; `rewrite_argv`
-  (e.g. old flag spellings to new) is applied to the command line before parsing."""
-  global _rewrite_argv
-  if rewrite_argv is not None:
-    _rewrite_argv = rewrite_argv
+def run(main: Callable[[list[str]], int | None]) -> None:
+  """absl's `app.run(main)` with the exit statuses and messages above."""
   app.run(_guarded(main), flags_parser=parse_flags)

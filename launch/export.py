@@ -19,7 +19,6 @@ import sys
 from absl import app
 from absl import flags
 
-from bert_jax.checkpointing import manager as checkpoint
 from bert_jax.checkpointing import init_from
 from bert_jax import interop
 from bert_jax import model as model_lib

@@ -5,8 +5,9 @@ python -m launch.prepare_data --input=GLOB[,GLOB...] --tokenizer=PATH --output_d
     [--encoding=gb18030] [--nfkc] [--semicolon_ends_sentence] [--word_segmenter=auto|none|jieba]
 python -m launch.prepare_data --tfds=wikipedia/20230601.en:text --tfds_data_dir=DIR ...
 Rerun the same command to resume after an interruption. --word_segmenter=jieba stores
-Chinese word starts for whole-word masking (pretrain with whole_word_masking=True); the
-default, auto, does so when the corpus is mostly Chinese/Japanese (none: never).
+Chinese word starts for whole-word masking (pretrain with
+--config.data.whole_word_masking=True); the default, auto, does so when the corpus is
+mostly Chinese/Japanese (none: never).
 """
 import json
 import sys
@@ -31,8 +32,9 @@ _WORKERS = flags.DEFINE_integer("num_workers", 0, "Tokenizer processes (0 = in-p
 _EVAL = flags.DEFINE_float("eval_fraction", 0.01, "Fraction of documents held out for eval.")
 _FORMAT = flags.DEFINE_enum("text_format", "bert", list(corpus.TEXT_FORMATS), "Input layout.")
 _SHARD = flags.DEFINE_integer("docs_per_shard", 20_000, "Documents per shard (resume unit).")
-_LOWER = flags.DEFINE_enum("lowercase", "auto", ["auto", "true", "false"],
-                           "WordPiece casing; auto follows the vocabulary.")
+_LOWER = flags.DEFINE_bool(
+    "lowercase", None, "WordPiece: lowercase the text (--lowercase / --nolowercase); unset: "
+    "the vocabulary's tokenizer_config.json says, else its casing.")
 _ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of the input files "
                                 "(e.g. gb18030, big5, shift_jis).")
 _NFKC = flags.DEFINE_bool("nfkc", False, "Unicode NFKC (full-width ASCII -> ASCII).")
@@ -45,7 +47,7 @@ _SEGMENTER = flags.DEFINE_enum(
 
 def main(argv):
   del argv
-  lowercase = {"auto": None, "true": True, "false": False}[_LOWER.value]
+  lowercase = _LOWER.value
   rules = text_scripts.TextRules(semicolon_ends_sentence=_SEMICOLON.value, nfkc=_NFKC.value)
   # Library errors (CorpusError, PrepareError, TokenizerError, SegmenterError: ValueErrors)
   # reach launch.cli, which prints them as one `error:` line.

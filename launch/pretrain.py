@@ -2,14 +2,14 @@ r"""Pretrains BERT (MLM + NSP): parses the config, calls `train.train_and_evalua
 
   python -m launch.pretrain --config=bert_jax/configs/tiny.py --workdir=/tmp/bert-tiny
   python -m launch.pretrain --config=bert_jax/configs/base.py --workdir=DIR \
-      --config.data_dir=PREPARED_DIR --config.num_train_steps=100000
+      --config.data.data_dir=PREPARED_DIR --config.num_train_steps=100000
 
 The config is locked: an override of a field that does not exist is an error. Data
-fields live under `config.data` (`--config.data.data_dir=`); their old top-level names
-(`--config.data_dir=`, see `bert_jax/configs/common.py` MOVED_FIELDS) still work.
+fields live under `config.data` (`--config.data.data_dir=`); an old top-level name
+(`--config.data_dir=`, see `bert_jax/configs/common.py` FORMER_NAMES) is an error that
+names the new field.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -17,14 +17,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from bert_jax import train
-from bert_jax.configs import common
 from launch import cli
 from launch import distributed_flags
 from launch import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. bert_jax/configs/tiny.py[:variant].", lock_config=True,
-    sys_argv=common.rewrite_legacy_overrides(sys.argv))
+    "config", None, "Config file, e.g. bert_jax/configs/tiny.py[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, event files and data go.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -49,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, rewrite_argv=common.rewrite_legacy_overrides)
+  cli.run(main)

@@ -6,7 +6,7 @@
 #   export TPU_NAME=bert-v4-32 ZONE=us-central2-b ACCELERATOR_TYPE=v4-32
 #   export WORKDIR=/gcs/my-bucket/runs/base DATA_DIR=/gcs/my-bucket/data/wiki
 #   launch/tpu_vm.sh up --config=bert_jax/configs/base.py:bf16 \
-#       --config.data_dir="$DATA_DIR" --config.global_batch_size=4096
+#       --config.data.data_dir="$DATA_DIR" --config.global_batch_size=4096
 #
 # Subcommands: up ARGS... (create-or-reuse + install + start + logs), create,
 # install, start ARGS..., logs, stop, delete. ARGS go to launch.pretrain;

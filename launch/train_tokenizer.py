@@ -2,7 +2,7 @@
 
 python -m launch.train_tokenizer --input=GLOB[,GLOB...] --output_dir=DIR --vocab_size=N \
     [--model_type=unigram|bpe|wordpiece] [--text_format=bert|lines|paragraphs] \
-    [--encoding=utf-8|gb18030|shift_jis|...] [--nfkc] [--lowercase]
+    [--encoding=utf-8|gb18030|shift_jis|...] [--nfkc] [--nolowercase]
 WordPiece uses BERT's normaliser and pre-tokeniser (every CJK character its own token, as
 Google's Chinese BERT); a vocabulary smaller than asked (a small corpus) is said with its
 reason. SentencePiece normalises as --nfkc says (NFKC, else nothing: full-width ，（） stay)
@@ -36,7 +36,7 @@ _MAX = flags.DEFINE_integer("max_sentences", 2_000_000, "Sentences sampled for t
                             "(SentencePiece).")
 _COVERAGE = flags.DEFINE_float("character_coverage", None, "SentencePiece character coverage "
                                "(default: 0.9995 for CJK-heavy text, else 1.0).")
-_LOWER = flags.DEFINE_bool("lowercase", True, "WordPiece: lowercase (an uncased vocabulary).")
+_LOWER = flags.DEFINE_bool("lowercase", True, "WordPiece: lowercase (an uncased vocabulary; --nolowercase: cased).")
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 """BERT-base (L12/H768/A12) pretraining, BERT's phase-1 recipe (seq 128, 20 predictions).
 
   python -m launch.pretrain --config=bert_jax/configs/base.py --workdir=DIR \
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 CPU smoke run: `--config=bert_jax/configs/base.py:tiny`. Variants: see `common.py`.
 """

@@ -93,9 +93,9 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   return c
 
 
-# Fields that moved under config.data: `--config.OLD=` still works on the command
-# line (rewritten to the new name by `rewrite_legacy_overrides`).
-MOVED_FIELDS = {
+# Fields that moved under config.data, by their old top-level names: `--config.OLD=` is an
+# error that names the new field (launch/cli.py asks `moved_field`).
+FORMER_NAMES = {
     "data_dir": "data.data_dir",
     "synthetic_data": "data.synthetic",
     "masked_lm_prob": "data.masked_lm_prob",
@@ -106,23 +106,9 @@ MOVED_FIELDS = {
 }
 
 
-def rewrite_legacy_overrides(argv: list[str], flag: str = "config") -> list[str]:
-  """argv with `--config.data_dir=X` (a field's old name, see MOVED_FIELDS) spelled
-  `--config.data.data_dir=X`, so command lines written before the move keep working.
-  Launchers pass the result both to `DEFINE_config_file(sys_argv=...)` (override flags
-  are declared from it) and to the flag parser."""
-  out = []
-  for arg in argv:
-    for old, new in MOVED_FIELDS.items():
-      for prefix in (f"--{flag}.{old}", f"-{flag}.{old}"):
-        if arg == prefix or arg.startswith(prefix + "="):
-          arg = f"--{flag}.{new}" + arg[len(prefix):]
-          break
-      else:
-        continue
-      break
-    out.append(arg)
-  return out
+def moved_field(path: str) -> str | None:
+  """The field's name today if `path` (e.g. "data_dir") is the old name of a moved field."""
+  return FORMER_NAMES.get(path)
 
 
 def _default_rules():

@@ -1,7 +1,7 @@
 """BERT-large (L24/H1024/A16) pretraining, BERT's phase-1 recipe (seq 128, 20 predictions).
 
   python -m launch.pretrain --config=bert_jax/configs/large.py --workdir=DIR \
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 CPU smoke run: `--config=bert_jax/configs/large.py:tiny`. Variants: see `common.py`.
 """

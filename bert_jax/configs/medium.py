@@ -1,7 +1,7 @@
 """BERT-medium (L8/H512/A8) pretraining, BERT's phase-1 recipe (seq 128, 20 predictions).
 
   python -m launch.pretrain --config=bert_jax/configs/medium.py --workdir=DIR \
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 CPU smoke run: `--config=bert_jax/configs/medium.py:tiny`. Variants: see `common.py`.
 """

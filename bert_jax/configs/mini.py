@@ -1,7 +1,7 @@
 """BERT-mini (L4/H256/A4) pretraining, BERT's phase-1 recipe (seq 128, 20 predictions).
 
   python -m launch.pretrain --config=bert_jax/configs/mini.py --workdir=DIR \
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 CPU smoke run: `--config=bert_jax/configs/mini.py:tiny`. Variants: see `common.py`.
 """

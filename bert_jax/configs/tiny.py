@@ -2,7 +2,7 @@
 
   python -m launch.pretrain --config=bert_jax/configs/tiny.py --workdir=/tmp/bert-tiny
 
-With no --config.data_dir it prepares the embedded default corpus (the installed
+With no --config.data.data_dir it prepares the embedded default corpus (the installed
 Python standard library's docstrings) with an 8k SentencePiece vocabulary, trains
 1000 steps of 16 sequences of 64 tokens on the CPU and prints held-out MLM accuracy
 beside a unigram baseline. Variants: see `common.py` (e.g. `tiny.py:tiny` for a seconds-long smoke run).

@@ -102,12 +102,11 @@ def test_bad_field_values_are_named():
     train.validate_config(config)
 
 
-def test_moved_data_fields_keep_their_old_command_line_names():
-  argv = common.rewrite_legacy_overrides(
-      [f"--config={CONFIG_DIR}/tiny.py", "--config.data_dir=/shared/data",
-       "--config.synthetic_data=True", "--config.masked_lm_prob=0.2"])
-  config = _parse(argv)
-  assert config.data.data_dir == "/shared/data"
-  assert config.data.synthetic is True
-  assert config.data.masked_lm_prob == 0.2
-  assert "data_dir" not in config  # one name in the config itself
+def test_moved_data_fields_are_known_by_their_old_names_only_to_say_where_they_went():
+  config = common.base_config("tiny")
+  for old, new in common.FORMER_NAMES.items():
+    assert old not in config, old  # one name in the config itself
+    parent, leaf = new.split(".")
+    assert leaf in config[parent], new
+    assert common.moved_field(old) == new
+  assert common.moved_field("num_train_steps") is None

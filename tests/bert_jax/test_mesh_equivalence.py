@@ -20,7 +20,7 @@ STEPS = 5
 
 
 # 8 heads, so that a tensor-parallel axis of 8 divides them.
-CONFIG = pretrain_testlib.small_config(synthetic_data=True, **{"model.num_attention_heads": 8})
+CONFIG = pretrain_testlib.small_config(**{"data.synthetic": True, "model.num_attention_heads": 8})
 
 
 def _losses(mesh, initial_state):

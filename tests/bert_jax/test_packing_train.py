@@ -24,8 +24,8 @@ def data_dir(tmp_path_factory):
 
 def test_packed_train_steps_learn_and_count_instances(tmp_path, data_dir):
   config = pretrain_testlib.small_config(
-      data_dir=data_dir, max_seq_length=64, max_predictions_per_seq=10,
-      **{"data.packing": True, "data.packing_max_instances": 8, "model.vocab_size": 320},
+      max_seq_length=64, max_predictions_per_seq=10,
+      **{"data.data_dir": data_dir, "data.packing": True, "data.packing_max_instances": 8, "model.vocab_size": 320},
       global_batch_size=4, learning_rate=3e-3)
   source = sources.make_pretraining_source(config, str(tmp_path))
   batch = next(source.train_batches())
@@ -54,7 +54,7 @@ def test_packed_train_steps_learn_and_count_instances(tmp_path, data_dir):
 def test_bad_packing_settings_are_refused_before_compiling(tmp_path, data_dir, fields, message):
   # The source is built (and refuses) before train_and_evaluate compiles anything.
   config = pretrain_testlib.small_config(
-      data_dir=data_dir, **{"data.packing": True, "model.vocab_size": 320,
+      **{"data.data_dir": data_dir, "data.packing": True, "model.vocab_size": 320,
                             "max_predictions_per_seq": 5, **fields})
   with pytest.raises(ValueError, match=message):
     next(sources.make_pretraining_source(config, str(tmp_path)).train_batches())

@@ -24,7 +24,8 @@ import bert_jax
 names = sorted(m.name for m in pkgutil.walk_packages(bert_jax.__path__, "bert_jax."))
 for name in names:
   importlib.import_module(name)
-assert "bert_jax.finetune.tasks.classification" in names and "bert_jax.train" in names, names
+assert {{"bert_jax.finetune.tasks.classification", "bert_jax.checkpointing.manager",
+        "bert_jax.multihost.distributed", "bert_jax.train"}} <= set(names), names
 
 from bert_jax import benchmark, synthetic, train
 from bert_jax.configs import tiny

@@ -26,7 +26,7 @@ EVAL_KEYS = {"step", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_loss", "eva
 @pytest.fixture(scope="module")
 def setup():
   """One compile shared by the loop tests: synthetic data, all 8 devices (fsdp)."""
-  config = pretrain_testlib.small_config(synthetic_data=True, num_train_steps=12, learning_rate=3e-3,
+  config = pretrain_testlib.small_config(**{"data.synthetic": True}, num_train_steps=12, learning_rate=3e-3,
                                          log_every_steps=4, eval_every_steps=8)
   setup = train.build(config)
   return config, setup.mesh, setup.init_state(), setup
@@ -81,7 +81,7 @@ def test_train_step_is_deterministic_given_step_and_differs_across_steps(setup):
 
 def test_train_and_evaluate_writes_metrics_events_and_curves(tmp_path):
   # Two micro-batches of 8 over data x fsdp = 4 devices: accumulation on a mesh.
-  config = pretrain_testlib.small_config(synthetic_data=True, num_train_steps=6,
+  config = pretrain_testlib.small_config(**{"data.synthetic": True}, num_train_steps=6,
                                          log_every_steps=2, eval_every_steps=4,
                                          checkpoint_every_steps=0, mesh_shape=(2, 2, 2),
                                          num_micro_batches=2)
@@ -113,27 +113,27 @@ def test_train_and_evaluate_writes_metrics_events_and_curves(tmp_path):
 
 
 def test_batch_not_divisible_by_data_parallel_devices(tmp_path):
-  config = pretrain_testlib.small_config(synthetic_data=True, global_batch_size=12,
+  config = pretrain_testlib.small_config(**{"data.synthetic": True}, global_batch_size=12,
                                          eval_batch_size=16)
   with pytest.raises(ValueError, match=r"global_batch_size=12.*8 data-parallel devices"):
     pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_micro_batches_must_divide_over_devices(tmp_path):
-  config = pretrain_testlib.small_config(synthetic_data=True, num_micro_batches=4)
+  config = pretrain_testlib.small_config(**{"data.synthetic": True}, num_micro_batches=4)
   with pytest.raises(ValueError, match=r"micro-batches of 4 sequences"):
     pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_mesh_not_matching_device_count(tmp_path):
-  config = pretrain_testlib.small_config(synthetic_data=True, mesh_shape=(3, 1, 1))
+  config = pretrain_testlib.small_config(**{"data.synthetic": True}, mesh_shape=(3, 1, 1))
   with pytest.raises(ValueError, match=r"mesh_shape \(3, 1, 1\).*8 are available"):
     pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
 def test_missing_data_dir(tmp_path):
-  config = pretrain_testlib.small_config(data_dir=str(tmp_path / "nope"))
-  with pytest.raises(FileNotFoundError, match="config.data_dir"):
+  config = pretrain_testlib.small_config(**{"data.data_dir": str(tmp_path / "nope")})
+  with pytest.raises(FileNotFoundError, match="config.data.data_dir"):
     pretrain_testlib.run_pretraining(config, str(tmp_path))
 
 
@@ -141,7 +141,7 @@ def test_data_vocabulary_larger_than_the_model(tmp_path, monkeypatch):
   data_dir = tmp_path / "data"
   data_dir.mkdir()
   monkeypatch.setattr(pretraining_source, "read_manifest", lambda d: {"vocab_size": 8192})
-  config = pretrain_testlib.small_config(data_dir=str(data_dir))
+  config = pretrain_testlib.small_config(**{"data.data_dir": str(data_dir)})
   with pytest.raises(ValueError, match=r"vocabulary of 8192 ids.*config.model.vocab_size=512"):
     pretrain_testlib.run_pretraining(config, str(tmp_path))
 

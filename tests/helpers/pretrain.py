@@ -9,7 +9,6 @@ import orbax.checkpoint as ocp
 
 from bert_jax import train
 from bert_jax import tree as tree_lib
-from bert_jax.configs import common
 from bert_jax.configs import tiny
 from launch import sources
 
@@ -22,7 +21,6 @@ def small_config(**fields):
   c.model.hidden_dropout_prob = 0.1
   c.model.attention_probs_dropout_prob = 0.1
   for k, v in fields.items():
-    k = common.MOVED_FIELDS.get(k, k)  # data_dir= means data.data_dir=, as on the command line
     target = c
     *parents, leaf = k.split(".")
     for p in parents:
@@ -54,7 +52,7 @@ def pretrain_command(workdir, data_dir, **overrides):
   """`python -m launch.pretrain` on tiny with one layer, a 512-word vocabulary and batches
   of 8, plus `--config.<name>=<value>` for each override."""
   return ([sys.executable, "-m", "launch.pretrain", "--config=bert_jax/configs/tiny.py:tiny",
-           f"--workdir={workdir}", f"--config.data_dir={data_dir}",
+           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
            "--config.model.vocab_size=512", "--config.model.num_hidden_layers=1",
            "--config.global_batch_size=8", "--config.eval_batch_size=8",
            "--config.write_tensorboard=False"]
@@ -65,7 +63,6 @@ def prepare_made_up_corpus(root, *, words, docs, sentences, words_per_sentence, 
   """A prepared dataset of `docs` documents of made-up words w0..w{words-1} (ids 5.. after
   the BERT specials), each of `sentences` = (lo, hi) sentences of `words_per_sentence` =
   (lo, hi) words (NumPy's integers(lo, hi) ranges; seed 0), under root/data."""
-  import os
 
   from data_pipeline import prepare as prepare_lib
   vocab = os.path.join(root, "vocab.txt")

@@ -1,13 +1,13 @@
 """Every launcher turns a user's mistake into one `error:` line and exit status 2.
 
-Each row is a real `python -m launch.X` with a bad flag, an unknown config field, a
-missing file or directory, a bad value...: exit status 2, exactly one line starting
-with `error:` that names the file, field or flag, and no traceback. All of them fail
-before anything compiles; they run a few at a time to share the cores' idle moments.
-A bug (any other exception) still shows its traceback and exits 1, and --verbose or
-BERT_JAX_VERBOSE=1 shows the traceback of a user error too.
+Each row is `python -m launch.X` with a bad flag, an unknown config field, a missing
+file or directory, a bad value...: exit status 2, exactly one line starting with
+`error:` that names the file, field or flag, and no traceback. All of them fail before
+anything compiles. The rows run in this process through `launch.cli.run`
+(tests/helpers/launchers.py: a fresh interpreter importing jax costs ~3 CPU-s a row);
+a few real processes check what the shell sees: the status of a jax launcher and of a
+light one, the traceback of a bug (status 1), and --verbose / BERT_JAX_VERBOSE=1.
 """
-import concurrent.futures
 import os
 import subprocess
 import sys
@@ -15,6 +15,9 @@ import sys
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers import launchers
+from tests.helpers.processes import child_env
+
 TINY = "--config=bert_jax/configs/tiny.py:tiny"
 
 
@@ -22,8 +25,6 @@ def _cases(tmp):
   vocab = os.path.join(tmp, "vocab.txt")
   pretrain = ["launch.pretrain", TINY, f"--workdir={tmp}/run"]
   prepare = ["launch.prepare_data", f"--tokenizer={vocab}", f"--output_dir={tmp}/prepared"]
-  # Launchers that import jax cost ~3 CPU-s each to start: flag-level mistakes are
-  # mostly tried on the light ones.
   return [
       # (launcher and arguments, what the error line must name)
       (["launch.pretrain", "--config=bert_jax/configs/nope.py", f"--workdir={tmp}/run"],
@@ -33,7 +34,10 @@ def _cases(tmp):
       (["launch.pretrain", "--config=bert_jax/configs/tiny.py:nosuch", f"--workdir={tmp}/run"],
        "nosuch"),
       (pretrain + ["--config.num_train_steps=0"], "config.num_train_steps=0"),
-      (pretrain + [f"--config.data_dir={tmp}/no-such-data"], f"{tmp}/no-such-data"),
+      (pretrain + [f"--config.data.data_dir={tmp}/no-such-data"], f"{tmp}/no-such-data"),
+      # A field's old name (before it moved under config.data) names the new one.
+      (pretrain + [f"--config.data_dir={tmp}/data"], "is now config.data.data_dir"),
+      (["launch.benchmark", TINY, "--config.synthetic_data=True"], "config.data.synthetic"),
       (["launch.pretrain", TINY], "--workdir"),
       (pretrain + ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
        "--coordinator_address='localhost'"),
@@ -65,17 +69,9 @@ def _cases(tmp):
   ]
 
 
-def _env(**extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **extra)
-  for name in ("BERT_JAX_VERBOSE", "BERT_JAX_TEST_FAIL", "PYTEST_CURRENT_TEST"):
-    env.pop(name, None)
-  env.update(extra)
-  return env
-
-
-def _run(args, env):
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300)
+def _run(args, **env):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=child_env(**env),
+                        capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +88,15 @@ def workspace(tmp_path_factory):
   return tmp
 
 
-def test_user_errors_are_one_line_and_exit_2(workspace):
+def test_user_errors_are_one_line_and_exit_2(workspace, monkeypatch):
+  monkeypatch.delenv("BERT_JAX_VERBOSE", raising=False)
   cases = _cases(workspace)
   assert len(cases) >= 20
-  env = _env()
-  with concurrent.futures.ThreadPoolExecutor(3) as pool:
-    results = list(pool.map(lambda case: _run(case[0], env), cases))
   problems = []
-  for (args, needle), result in zip(cases, results):
+  for args, needle in cases:
+    result = launchers.run(args[0], args[1:])
+    lines = result.error_lines()
     output = result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     if (result.returncode != 2 or len(lines) != 1 or needle not in lines[0]
         or "Traceback" in output):
       problems.append(f"{' '.join(args)}\n  exit {result.returncode}, error lines {lines}, "
@@ -109,17 +104,26 @@ def test_user_errors_are_one_line_and_exit_2(workspace):
   assert not problems, "\n".join(problems)
 
 
+def test_a_real_process_exits_2_with_one_error_line(workspace):
+  result = _run(["launch.pretrain", TINY, f"--workdir={workspace}/run",
+                 f"--config.data_dir={workspace}/data"])
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.splitlines() == [
+      f"error: --config.data_dir={workspace}/data: config.data_dir is now config.data.data_dir "
+      "(--config.data.data_dir=...)"], result.stderr
+
+
 def test_verbose_shows_the_traceback_and_a_bug_exits_1(workspace):
   case = ["launch.train_tokenizer", f"--input={workspace}/none/*.txt",
           f"--output_dir={workspace}/tok"]
-  for result in (_run(case + ["--verbose"], _env()), _run(case, _env(BERT_JAX_VERBOSE="1"))):
+  for result in (_run(case + ["--verbose"]), _run(case, BERT_JAX_VERBOSE="1")):
     assert result.returncode == 2, result.stderr
     assert "Traceback" in result.stderr and "error: no files match" in result.stderr
   # Any other exception is a bug: its traceback is shown and the status is 1.
   code = ("import sys; from launch import cli\n"
           "def main(argv):\n  raise RuntimeError('internal invariant broken')\n"
           "cli.run(main)")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(),
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(),
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 1, result.stderr
   assert "Traceback" in result.stderr and "RuntimeError: internal invariant broken" in result.stderr

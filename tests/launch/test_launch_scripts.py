@@ -77,11 +77,11 @@ def test_slurm_script_runs_one_pretrain_per_node(tmp_path):
   env, log = _env(tmp_path, SLURM_SUBMIT_DIR=str(REPO), SLURM_JOB_ID="42", VENV=str(tmp_path / "venv"))
   del env["WORKDIR"]   # default: a folder of the submit directory named by the job id
   result = subprocess.run(["bash", "launch/slurm_pretrain.sbatch", "--config=bert_jax/configs/base.py:bf16",
-                           "--config.data_dir=/shared/data"], cwd=REPO, env=env, capture_output=True,
+                           "--config.data.data_dir=/shared/data"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=60)
   assert result.returncode == 0, result.stderr
   call = log.read_text()
   assert call.startswith("srun --kill-on-bad-exit=1 bash -c")
   assert f"--workdir='{REPO}/workdirs/42'" in call
-  assert "--config=bert_jax/configs/base.py:bf16 --config.data_dir=/shared/data" in call
+  assert "--config=bert_jax/configs/base.py:bf16 --config.data.data_dir=/shared/data" in call
   assert "--xla_gpu_enable_latency_hiding_scheduler=true" not in call   # exported, not a flag

@@ -100,7 +100,7 @@ def test_elastic_restore_onto_2_and_1_devices(fsdp8, tmp_path):
 
 def test_async_save_is_a_snapshot_despite_donation(tmp_path):
   """The loop donates the state to the next step while the save is in flight."""
-  config = pretrain_testlib.small_config(synthetic_data=True)
+  config = pretrain_testlib.small_config(**{"data.synthetic": True})
   mesh = pretrain_testlib.one_device_mesh()
   state, steps = pretrain_testlib.build(config, mesh)
   batches = synthetic.SyntheticSource.from_config(config).train_batches()

@@ -11,20 +11,16 @@ import json
 import os
 import random
 import signal
-import subprocess
 import time
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from tests.helpers import pretrain as pretrain_testlib
 from tests.helpers.pretrain import pretrain_command
 
-from bert_jax import tree as tree_lib
 
-from tests.helpers import REPO
+from tests.helpers.processes import Job, child_env, committed, records
 NUM_STEPS = 20
-TIMING_KEYS = {"seq_per_sec", "tokens_per_sec", "mfu"}
 
 
 def _command(workdir, data_dir):
@@ -33,55 +29,11 @@ def _command(workdir, data_dir):
                           eval_every_steps=10, checkpoint_every_steps=3, keep_checkpoints=2)
 
 
-def _env(cache_dir):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-  env["JAX_PLATFORMS"] = "cpu"
-  # Restarts reuse the first runs' compiled steps (the same executables, so bit
-  # exactness is untouched): compilation is most of a restart's time.
-  env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-  env.pop("PYTEST_CURRENT_TEST", None)
-  return env
-
-
-class _Run:
-  """One child process in its own process group, output to a log file."""
-
-  def __init__(self, workdir, data_dir, name):
-    self.log_path = os.path.join(os.path.dirname(workdir), f"{name}.log")
-    self._log = open(self.log_path, "w")
-    cache_dir = os.path.join(os.path.dirname(workdir), "jax_cache")
-    self.proc = subprocess.Popen(_command(workdir, data_dir), cwd=REPO, env=_env(cache_dir),
-                                 stdout=self._log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-
-  def signal(self, sig):
-    try:
-      os.killpg(self.proc.pid, sig)
-    except ProcessLookupError:
-      pass
-
-  def wait(self, timeout):
-    try:
-      return self.proc.wait(timeout)
-    finally:
-      self._log.close()
-
-  def output(self):
-    with open(self.log_path) as f:
-      return f.read()
-
-  def kill(self):
-    self.signal(signal.SIGKILL)
-    self.proc.wait(30)
-    self._log.close()
-
-
-def _committed(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+def _run(workdir, data_dir, name):
+  """One `python -m launch.pretrain` on 2 CPU devices; restarts reuse the compiled steps."""
+  root = os.path.dirname(workdir)
+  return Job(root, name, [_command(workdir, data_dir)],
+             child_env(2, os.path.join(root, "jax_cache")))
 
 
 def _in_progress_saves(workdir):
@@ -114,15 +66,10 @@ def _poll(run, predicate, timeout, interval=0.001):
   while time.monotonic() < deadline:
     if predicate():
       return True
-    if run.proc.poll() is not None:
+    if run.procs[0].poll() is not None:
       return False
     time.sleep(interval)
   return False
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in f]
 
 
 @pytest.mark.slow
@@ -134,21 +81,21 @@ def test_killed_again_and_again_resumes_bit_exactly(tmp_path):
   runs = []
   events = []
   try:
-    reference = _Run(reference_dir, data_dir, "reference")
+    reference = _run(reference_dir, data_dir, "reference")
     runs.append(reference)
 
     # 1. SIGKILL at a random moment after the first checkpoint (so that every test
     #    run resumes from a real one at least once).
-    run = _Run(chaos_dir, data_dir, "kill1")
+    run = _run(chaos_dir, data_dir, "kill1")
     runs.append(run)
-    assert _poll(run, lambda: _committed(chaos_dir), 240), run.output()
+    assert _poll(run, lambda: committed(chaos_dir), 240), run.output()
     time.sleep(rng.uniform(0.0, 0.3))
     run.kill()
-    events.append(("SIGKILL mid-run", _committed(chaos_dir), max(_logged_steps(chaos_dir), default=0)))
+    events.append(("SIGKILL mid-run", committed(chaos_dir), max(_logged_steps(chaos_dir), default=0)))
 
     # 2. SIGKILL while a checkpoint newer than every committed one is being written.
-    before = max(_committed(chaos_dir), default=0)
-    run = _Run(chaos_dir, data_dir, "kill2")
+    before = max(committed(chaos_dir), default=0)
+    run = _run(chaos_dir, data_dir, "kill2")
     runs.append(run)
     # Once it has started (the previous run's partial save is deleted by then), a
     # temporary directory of a step after the last committed one.
@@ -158,36 +105,34 @@ def test_killed_again_and_again_resumes_bit_exactly(tmp_path):
     assert mid_save, "the run ended before a save could be interrupted:\n" + run.output()
     partial = _in_progress_saves(chaos_dir)
     assert partial, "the interrupted save left no temporary directory"
-    events.append(("SIGKILL mid-save", _committed(chaos_dir), partial))
+    events.append(("SIGKILL mid-save", committed(chaos_dir), partial))
 
     # 3. SIGTERM (preemption): saves at the next step boundary and exits 0.
-    before = max(_committed(chaos_dir), default=0)
-    run = _Run(chaos_dir, data_dir, "preempt")
+    before = max(committed(chaos_dir), default=0)
+    run = _run(chaos_dir, data_dir, "preempt")
     runs.append(run)
     # A new committed step: this run is inside its loop (older runs' records are
     # still in metrics.jsonl until it rewinds them, so they cannot tell).
-    assert _poll(run, lambda: max(_committed(chaos_dir), default=0) > before, 240), run.output()
+    assert _poll(run, lambda: max(committed(chaos_dir), default=0) > before, 240), run.output()
     run.signal(signal.SIGTERM)
-    rc = run.wait(120)
+    [rc] = run.wait(120)
     out = run.output()
     if "held-out MLM accuracy" not in out:  # SIGTERM came before the run finished
       assert rc == 0, out
       assert "preempted: stopped after step" in out, out
       # The partial save of (2) was ignored: this run resumed from a committed step.
       assert f"resumed from {chaos_dir}/checkpoints/{before} at step {before}" in out, out
-    events.append(("SIGTERM", _committed(chaos_dir), rc))
+    events.append(("SIGTERM", committed(chaos_dir), rc))
 
     # 4. To the end.
-    run = _Run(chaos_dir, data_dir, "final")
+    run = _run(chaos_dir, data_dir, "final")
     runs.append(run)
-    assert run.wait(240) == 0, run.output()
+    assert run.wait(240) == [0], run.output()
     final_out = run.output()
-    assert reference.wait(240) == 0, reference.output()
+    assert reference.wait(240) == [0], reference.output()
   finally:
     for r in runs:
-      r.signal(signal.SIGKILL)
-      if r.proc.poll() is None:
-        r.proc.wait(30)
+      r.kill()
   print("\ninterruptions (event, committed steps after it, detail):", *events, sep="\n  ")
 
   assert not _in_progress_saves(chaos_dir)
@@ -198,6 +143,6 @@ def test_killed_again_and_again_resumes_bit_exactly(tmp_path):
   different = [k for k in ours if not np.array_equal(ours[k], theirs[k])]
   assert not different, f"{len(different)} arrays differ: {different[:5]}"
   assert int(ours["step"]) == NUM_STEPS
-  chaos_records, reference_records = _records(chaos_dir), _records(reference_dir)
+  chaos_records, reference_records = records(chaos_dir), records(reference_dir)
   assert [r["step"] for r in chaos_records] == [5, 10, 10, 15, 20, 20]
   assert chaos_records == reference_records

@@ -85,7 +85,8 @@ def _ner_sentences(n, seed):
 
 def _config(tmp_path, hf_dir, **kw):
   base = dict(task="classification", init_from=hf_dir, output_dir=str(tmp_path / "out"),
-              max_seq_length=24, learning_rate=5e-3, num_epochs=5, log_every_steps=1000)
+              max_seq_length=24, learning_rate=5e-3, num_epochs=5, log_every_steps=1000,
+              length_buckets=1)  # one width: not a bucket test (test_buckets.py is)
   return finetune.FinetuneConfig(**{**base, **kw})
 
 

@@ -25,7 +25,8 @@ def _config(tmp_path, hf_dir, **kw):
   base = dict(task="qa", init_from=hf_dir, output_dir=str(tmp_path / "out"),
               version_2_with_negative=True, max_seq_length=32, doc_stride=16,
               max_query_length=8, learning_rate=5e-3, num_epochs=3, log_every_steps=1000,
-              eval_batch_size=32)
+              eval_batch_size=32,
+              length_buckets=1)  # one width: not a bucket test (test_buckets.py is)
   return finetune.FinetuneConfig(**{**base, **kw})
 
 

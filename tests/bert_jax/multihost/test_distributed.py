@@ -4,9 +4,6 @@ Real processes on loopback, CPU devices, gloo collectives; every process is
 bounded in time and killed in the end.
 """
 
-import os
-import socket
-import subprocess
 import sys
 import time
 
@@ -17,7 +14,7 @@ from bert_jax.multihost import distributed
 from tests.helpers.processes import child_env, free_port, run_processes
 
 
-_INIT = ("import sys; from bert_jax import distributed as d; "
+_INIT = ("import sys; from bert_jax.multihost import distributed as d; "
          "d.initialize(d.DistributedConfig(coordinator_address=sys.argv[1], num_processes=int(sys.argv[2]), "
          "process_id=int(sys.argv[3]), timeout_s=20)); print('joined', flush=True)")
 

@@ -13,12 +13,9 @@ losses as one process with 2 devices. Failures are injected with the
 BERT_JAX_TEST_FAIL test hook (bert_jax/multihost/job_failure.py). Every process is killed in
 the end, whatever happens.
 """
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import sysconfig
 import time
 
@@ -26,15 +23,13 @@ import numpy as np
 import pytest
 
 from tests.helpers.pretrain import pretrain_command
-from tests.helpers.processes import child_env, free_port
+from tests.helpers.processes import Job, child_env, committed, free_port, records
 
-from tests.helpers import REPO
 STEPS = 10
 FAILURE_TIMEOUT_S = 10
 # Failure to last exit: the heartbeat timeout for a killed process, about a second for
 # a process that raises; the rest is slack for a loaded 2-core machine.
 BOUND_S = FAILURE_TIMEOUT_S + 30
-TIMING_KEYS = {"seq_per_sec", "tokens_per_sec", "mfu"}
 CORPUS_ROOT = os.path.join(sysconfig.get_paths()["stdlib"], "email")
 
 
@@ -44,54 +39,10 @@ def _command(workdir, data_dir=""):
                           keep_checkpoints=2, mesh_shape="(2,1,1)")
 
 
-class _Job:
-  """The processes of one job; `wait` records when each exited."""
-
-  def __init__(self, tmp_path, name, commands, devices, extra_env=None):
-    env = child_env(devices)
-    env.pop("PYTEST_CURRENT_TEST", None)
-    env.pop("BERT_JAX_TEST_FAIL", None)
-    env.update(BERT_JAX_DEFAULT_CORPUS_ROOT=CORPUS_ROOT,
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / f"jax_cache_{devices}"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **(extra_env or {}))
-    self.logs = [str(tmp_path / f"{name}-{i}.log") for i in range(len(commands))]
-    self.procs, self.exit_times = [], [None] * len(commands)
-    for command, log_path in zip(commands, self.logs):
-      with open(log_path, "w") as log:
-        self.procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
-
-  def output(self, i):
-    with open(self.logs[i]) as f:
-      return f.read()
-
-  def outputs(self):
-    return "\n".join(f"--- process {i}:\n{self.output(i)[-4000:]}" for i in range(len(self.procs)))
-
-  def poll(self):
-    for i, p in enumerate(self.procs):
-      if self.exit_times[i] is None and p.poll() is not None:
-        self.exit_times[i] = time.time()
-    return all(t is not None for t in self.exit_times)
-
-  def wait(self, timeout):
-    deadline = time.monotonic() + timeout
-    while not self.poll():
-      if time.monotonic() > deadline:
-        self.kill()
-        pytest.fail(f"the job did not end within {timeout} s:\n{self.outputs()}")
-      time.sleep(0.05)
-    return [p.returncode for p in self.procs]
-
-  def kill(self):
-    for p in self.procs:
-      if p.poll() is None:
-        try:
-          os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-          pass
-        p.wait(30)
+def _job(tmp_path, name, commands, devices, **extra_env):
+  env = child_env(devices, str(tmp_path / f"jax_cache_{devices}"),
+                  BERT_JAX_DEFAULT_CORPUS_ROOT=CORPUS_ROOT, **extra_env)
+  return Job(tmp_path, name, commands, env)
 
 
 def _two_processes(workdir, data_dir=""):
@@ -107,16 +58,6 @@ def _injected_at(job, process):
                 job.output(process))
   assert m, job.outputs()
   return float(m.group(1))
-
-
-def _committed(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in f]
 
 
 def _corpus_writes(job):
@@ -135,15 +76,15 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     # 1. While process 0 prepares the shared data, process 1 stops with a user error (a
     # data_dir that does not exist): one line, status 2; process 0 stops too, status 3.
     commands = _two_processes(workdir)
-    commands[1].append(f"--config.data_dir={tmp_path}/missing")
-    job = _Job(tmp_path, "prepare", commands, devices=1)
+    commands[1].append(f"--config.data.data_dir={tmp_path}/missing")
+    job = _job(tmp_path, "prepare", commands, devices=1)
     jobs.append(job)
     codes = job.wait(240)
     times["user error in process 1 during data preparation"] = (
         max(job.exit_times) - min(t for t in job.exit_times))
     assert codes == [3, 2], job.outputs()
     errors = [l for l in job.output(1).splitlines() if l.startswith("error:")]
-    missing = f"--config.data_dir (config.data.data_dir)='{tmp_path}/missing' does not exist"
+    missing = f"--config.data.data_dir='{tmp_path}/missing' does not exist"
     assert len(errors) == 1 and errors[0].startswith(f"error: {missing}; prepare one"), job.outputs()
     assert f"error: process 1 of 2 failed: {missing}" in job.output(0), job.outputs()
     assert "error: stopping process 0 because process 1 failed" in job.output(0)
@@ -151,8 +92,8 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
 
     # 2. The same command: one process prepares the data (the other waits), then
     # process 0 raises after the checkpoint of step 4.
-    job = _Job(tmp_path, "step", _two_processes(workdir), devices=1,
-               extra_env={"BERT_JAX_TEST_FAIL": "0:step:4"})
+    job = _job(tmp_path, "step", _two_processes(workdir), devices=1,
+               BERT_JAX_TEST_FAIL="0:step:4")
     jobs.append(job)
     codes = job.wait(300)
     times["raise in process 0 after step 4"] = max(job.exit_times) - _injected_at(job, 0)
@@ -163,11 +104,11 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     # over while the other waits), and never by both processes of this job.
     assert _preparations(jobs[0]) + _preparations(job) == 1, job.outputs()
     assert _corpus_writes(job) <= 1, job.outputs()
-    assert max(_committed(workdir)) == 4, _committed(workdir)
+    assert max(committed(workdir)) == 4, committed(workdir)
 
     # 3. The same command resumes; process 1 is SIGKILLed after step 6.
-    job = _Job(tmp_path, "kill", _two_processes(workdir), devices=1,
-               extra_env={"BERT_JAX_TEST_FAIL": "1:step:6:pause"})
+    job = _job(tmp_path, "kill", _two_processes(workdir), devices=1,
+               BERT_JAX_TEST_FAIL="1:step:6:pause")
     jobs.append(job)
     deadline = time.monotonic() + 240
     while "paused at step 6" not in job.output(1):
@@ -180,18 +121,18 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL, job.outputs()
     assert "resumed from" in job.output(0) and "at step 4" in job.output(0), job.outputs()
     assert _corpus_writes(job) == 0, job.outputs()
-    last = max(_committed(workdir))
+    last = max(committed(workdir))
     assert 4 <= last < STEPS, (last, job.outputs())
 
     # 4. The same command again runs to the end.
-    job = _Job(tmp_path, "finish", _two_processes(workdir), devices=1)
+    job = _job(tmp_path, "finish", _two_processes(workdir), devices=1)
     jobs.append(job)
     assert job.wait(300) == [0, 0], job.outputs()
     assert f"at step {last}" in job.output(0), job.outputs()
 
     # One process with 2 devices, the data the two processes prepared.
     reference = str(tmp_path / "one")
-    job = _Job(tmp_path, "one", [_command(reference, os.path.join(workdir, "data", "data"))], devices=2)
+    job = _job(tmp_path, "one", [_command(reference, os.path.join(workdir, "data", "data"))], devices=2)
     jobs.append(job)
     assert job.wait(300) == [0], job.outputs()
   finally:
@@ -202,7 +143,7 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
 
   for case, seconds in times.items():
     assert seconds < BOUND_S, (case, seconds)
-  ours, theirs = _records(workdir), _records(reference)
+  ours, theirs = records(workdir), records(reference)
   assert [r["step"] for r in ours] == [r["step"] for r in theirs]
   for a, b in zip(ours, theirs):
     assert a.keys() == b.keys()

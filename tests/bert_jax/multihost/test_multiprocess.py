@@ -7,22 +7,18 @@ parameters must match a single process with 4 devices. The 2-process job is
 also preempted (SIGTERM to every process) after its first checkpoint and
 restarted, so saving and restoring a checkpoint collectively is part of it.
 """
-import json
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
 import pytest
 
 from tests.helpers.pretrain import pretrain_command
-from tests.helpers.processes import free_port
+from tests.helpers.processes import Job, child_env, committed, free_port, records
 from tests.helpers import pretrain as pretrain_testlib
 
-from tests.helpers import REPO
 STEPS = 6
-TIMING_KEYS = {"seq_per_sec", "tokens_per_sec", "mfu"}
 
 
 def _command(workdir, data_dir):
@@ -31,65 +27,16 @@ def _command(workdir, data_dir):
                           mesh_shape="(2,2,1)")
 
 
-class _Job:
-  """`num_processes` processes of one job, `devices` CPU devices each."""
-
-  def __init__(self, tmp_path, name, workdir, data_dir, num_processes, devices):
-    self.logs = [str(tmp_path / f"{name}-{i}.log") for i in range(num_processes)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    env.pop("PYTEST_CURRENT_TEST", None)
-    # A restart reuses the compiled steps of the job's first start.
-    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / f"jax_cache_{num_processes}"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    address = f"127.0.0.1:{free_port()}"
-    self.procs = []
-    for i in range(num_processes):
-      extra = ([f"--coordinator_address={address}", f"--num_processes={num_processes}",
-                f"--process_id={i}", "--distributed_timeout_s=120"] if num_processes > 1 else [])
-      with open(self.logs[i], "w") as log:
-        self.procs.append(subprocess.Popen(_command(workdir, data_dir) + extra, cwd=REPO, env=env,
-                                           stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
-
-  def output(self, i=0):
-    with open(self.logs[i]) as f:
-      return f.read()
-
-  def signal(self, sig):
-    for p in self.procs:
-      if p.poll() is None:
-        try:
-          os.killpg(p.pid, sig)
-        except ProcessLookupError:
-          pass
-
-  def wait(self, timeout):
-    deadline = time.monotonic() + timeout
-    codes = []
-    for i, p in enumerate(self.procs):
-      try:
-        codes.append(p.wait(max(1.0, deadline - time.monotonic())))
-      except subprocess.TimeoutExpired:
-        self.signal(signal.SIGKILL)
-        pytest.fail(f"process {i} did not finish in {timeout} s:\n{self.output(i)[-3000:]}")
-    return codes
-
-  def kill(self):
-    self.signal(signal.SIGKILL)
-    for p in self.procs:
-      p.wait(30)
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in f]
-
-
-def _committed(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+def _job(tmp_path, name, workdir, data_dir, num_processes, devices):
+  """`num_processes` processes of one job, `devices` CPU devices each; a restart reuses
+  the compiled steps of the job's first start."""
+  address = f"127.0.0.1:{free_port()}"
+  extra = lambda i: ([f"--coordinator_address={address}", f"--num_processes={num_processes}",
+                      f"--process_id={i}", "--distributed_timeout_s=120"]
+                     if num_processes > 1 else [])
+  env = child_env(devices, str(tmp_path / f"jax_cache_{num_processes}"))
+  return Job(tmp_path, name, [_command(workdir, data_dir) + extra(i)
+                              for i in range(num_processes)], env)
 
 
 def _assert_same_run(workdir, reference_dir, label):
@@ -100,7 +47,7 @@ def _assert_same_run(workdir, reference_dir, label):
   print(f"{label}: final state max abs difference from one process: {worst:.3g}")
   for k in theirs:
     np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
-  a, b = _records(workdir), _records(reference_dir)
+  a, b = records(workdir), records(reference_dir)
   assert [r["step"] for r in a] == [r["step"] for r in b], label
   for ra, rb in zip(a, b):
     assert ra.keys() == rb.keys(), label
@@ -114,24 +61,24 @@ def test_two_and_four_processes_train_like_one(tmp_path):
   jobs = []
   try:
     reference_dir = str(tmp_path / "one")
-    reference = _Job(tmp_path, "one", reference_dir, data_dir, num_processes=1, devices=4)
+    reference = _job(tmp_path, "one", reference_dir, data_dir, num_processes=1, devices=4)
     jobs.append(reference)
     assert reference.wait(300) == [0], reference.output()
 
     # 2 processes x 2 devices, preempted after the first checkpoint, then restarted.
     two_dir = str(tmp_path / "two")
-    job = _Job(tmp_path, "two-a", two_dir, data_dir, num_processes=2, devices=2)
+    job = _job(tmp_path, "two-a", two_dir, data_dir, num_processes=2, devices=2)
     jobs.append(job)
     deadline = time.monotonic() + 300
-    while not _committed(two_dir) and time.monotonic() < deadline and job.procs[0].poll() is None:
+    while not committed(two_dir) and time.monotonic() < deadline and job.procs[0].poll() is None:
       time.sleep(0.05)
     job.signal(signal.SIGTERM)
     codes = job.wait(180)
     first = job.output(0)
     assert codes == [0, 0], first + job.output(1)
     preempted = "preempted: stopped after step" in first
-    print("2-process job preempted:", preempted, "committed:", _committed(two_dir))
-    job = _Job(tmp_path, "two-b", two_dir, data_dir, num_processes=2, devices=2)
+    print("2-process job preempted:", preempted, "committed:", committed(two_dir))
+    job = _job(tmp_path, "two-b", two_dir, data_dir, num_processes=2, devices=2)
     jobs.append(job)
     assert job.wait(300) == [0, 0], job.output(0) + job.output(1)
     if preempted:
@@ -143,7 +90,7 @@ def test_two_and_four_processes_train_like_one(tmp_path):
         "process_0-of-2.json", "process_1-of-2.json"]
 
     four_dir = str(tmp_path / "four")
-    job = _Job(tmp_path, "four", four_dir, data_dir, num_processes=4, devices=1)
+    job = _job(tmp_path, "four", four_dir, data_dir, num_processes=4, devices=1)
     jobs.append(job)
     assert job.wait(400) == [0] * 4, job.output(0)
     _assert_same_run(four_dir, reference_dir, "4 processes")
