@@ -3,7 +3,7 @@
 `FinetuneConfig` is declared once: every field carries its help text, and
 `launch/finetune.py` makes the absl flags from the fields. Fields tagged `text=True` are
 the text side's reading options: `text_options()` collects them for the text package's
-`data_pipeline.finetune.tasks.make_text_task` (a new option is one tagged field here).
+`finetune.tasks.make_text_task` (a new option is one tagged field here).
 `TextSide` / `EncodedData` are what `finetune.run` needs of that package, which bert_jax
 never imports.
 """

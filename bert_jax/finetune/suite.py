@@ -1,7 +1,7 @@
 """A benchmark suite (GLUE, CLUE) in one command: every task, the papers' recipe, one table.
 
 `run_suite(cfg, suite, make_text)` runs, for each task of `suite` (the text side's
-`data_pipeline.finetune.suites`: where each task's files are and how to read them, its
+`finetune.suites` package: where each task's files are and how to read them, its
 leaderboard columns, its submission file; `make_text` is the text side's
 `make_text_task`, which this module never imports):
 
