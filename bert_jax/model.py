@@ -201,6 +201,39 @@ def bert_config(preset: str, **overrides: Any) -> BertConfig:
   return BertConfig().replace(**{**sizes, **overrides})
 
 
+# ModernBERT's architecture (Warner et al. 2024; transformers' ModernBertConfig): the
+# shapes of the published checkpoints, and a CPU-sized member of the family.
+_MODERN_ARCHITECTURE: dict[str, Any] = dict(
+    position_embedding_type="none", rope_theta=160_000.0, local_rope_theta=10_000.0,
+    ffn_type="glu", hidden_act="gelu", norm_type="layernorm", prenorm=True, use_bias=False,
+    norm_bias=False, layer_norm_eps=1e-5, type_vocab_size=0, vocab_multiple=64,
+    next_sentence_head=False, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    sliding_window=128, global_every=3, max_position_embeddings=8192)
+MODERN_PRESETS: dict[str, dict[str, Any]] = {
+    "modernbert-tiny": dict(num_hidden_layers=3, hidden_size=128, num_attention_heads=2,
+                            intermediate_size=384, vocab_size=8192, sliding_window=32,
+                            max_position_embeddings=512, pad_token_id=0),
+    "modernbert-base": dict(num_hidden_layers=22, hidden_size=768, num_attention_heads=12,
+                            intermediate_size=1152, vocab_size=50368, pad_token_id=50283),
+    "modernbert-large": dict(num_hidden_layers=28, hidden_size=1024, num_attention_heads=16,
+                             intermediate_size=2624, vocab_size=50368, pad_token_id=50283),
+}
+
+
+def modern_config(preset: str, **overrides: Any) -> BertConfig:
+  """A ModernBERT-shaped `preset` (modernbert-tiny/base/large), with overrides."""
+  if preset not in MODERN_PRESETS:
+    raise ValueError(f"unknown modern preset {preset!r}; known presets: {list(MODERN_PRESETS)}")
+  return BertConfig().replace(**{**_MODERN_ARCHITECTURE, **MODERN_PRESETS[preset], **overrides})
+
+
+def preset_config(preset: str, **overrides: Any) -> BertConfig:
+  """Any preset by name: BERT's (`PRESETS`) or a modern one (`MODERN_PRESETS`)."""
+  if preset in MODERN_PRESETS:
+    return modern_config(preset, **overrides)
+  return bert_config(preset, **overrides)
+
+
 def _init(config: BertConfig, *axes: str):
   return nn.with_logical_partitioning(
       nn.initializers.truncated_normal(stddev=config.initializer_range), axes)
