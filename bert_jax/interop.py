@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 
 from bert_jax import fileio
+from bert_jax import interop_modern
 from bert_jax import model as model_lib
 from bert_jax import tree as tree_lib
 
@@ -46,7 +47,24 @@ _REDUNDANT_KEYS = ("bert.embeddings.position_ids", "cls.predictions.decoder.weig
 # ----------------------------------------------------------------------------- config
 
 
+def modern_options(config: model_lib.BertConfig) -> list[str]:
+  """The modern-encoder fields of `config` that differ from BERT's defaults."""
+  default = model_lib.BertConfig()
+  names = ("position_embedding_type", "rope_theta", "local_rope_theta", "ffn_type", "norm_type",
+           "prenorm", "use_bias", "norm_bias", "sliding_window", "global_every",
+           "next_sentence_head")
+  changed = [n for n in names if getattr(config, n) != getattr(default, n)]
+  if config.padded_vocab_size != config.vocab_size:
+    changed.append("vocab_multiple")
+  return changed
+
+
 def config_to_hf(config: model_lib.BertConfig) -> dict[str, Any]:
+  """config.json of transformers' BertForPreTraining (ModernBERT: `interop_modern`)."""
+  modern = modern_options(config)
+  if modern:
+    raise ValueError(f"BertConfig fields {modern} have no transformers BertConfig counterpart "
+                     "(a modern encoder exports as ModernBERT: interop_modern.config_to_hf)")
   out = {name: getattr(config, name) for name in _CONFIG_FIELDS}
   out.update(architectures=["BertForPreTraining"], model_type="bert",
              position_embedding_type="absolute", torch_dtype="float32", use_cache=True)
@@ -254,6 +272,8 @@ def _load(directory, require_heads, config_overrides):
       hf_config = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f"{config_path}: invalid JSON ({e})") from e
+  if hf_config.get("model_type") == interop_modern.MODEL_TYPE:
+    return _load_modern(directory, hf_config, require_heads, config_overrides, config_path)
   config = config_from_hf(hf_config, where=config_path, **config_overrides)
   tensors = read_state_dict(directory)
   encoder_only = not any(k.startswith("bert.") for k in tensors)
@@ -292,6 +312,36 @@ def _load(directory, require_heads, config_overrides):
   return params, report, config
 
 
+def _load_modern(directory, hf_config, require_heads, config_overrides, config_path):
+  """`_load` for a transformers ModernBERT directory (ModernBertForMaskedLM, ModernBertModel,
+  or a task model whose encoder is read and whose head is reported as ignored)."""
+  config = interop_modern.config_from_hf(hf_config, config_path, **config_overrides)
+  tensors = read_state_dict(directory)
+  encoder_only = not any(k.startswith("model.") for k in tensors)
+  if encoder_only:
+    tensors = {"model." + k: v for k, v in tensors.items()}
+  if "decoder.bias" not in tensors:  # no MLM head: a task model's `head` is not ours to read
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+  flat, absent, mismatched = interop_modern.from_hf_state_dict(
+      config, tensors, _expected_shapes(config), directory)
+  if mismatched:
+    raise ValueError(f"{directory}: {len(mismatched)} tensor(s) do not match {CONFIG_NAME}:\n  "
+                     + "\n  ".join(mismatched))
+  encoder_missing = [k for k in absent if k.startswith("model.")]
+  if encoder_missing:
+    raise ValueError(f"{directory}: checkpoint lacks {len(encoder_missing)} encoder tensor(s) the "
+                     f"config needs: {', '.join(encoder_missing[:8])}")
+  if absent:  # the MLM head comes whole or not at all
+    flat = {p: v for p, v in flat.items() if p[0] != "cls"}
+  absent_groups = ("cls",) if absent else ()
+  if require_heads and absent_groups:
+    raise ValueError(f"{directory}: the MLM head was asked for, but the checkpoint lacks {absent}")
+  used = set(interop_modern.to_hf_state_dict(config, flat)) | {"decoder.weight"}
+  ignored = tuple(sorted(k for k in tensors if k not in used))
+  params = tree_lib.unflatten({p: v.astype(config.param_dtype) for p, v in flat.items()})
+  return params, LoadReport(directory, encoder_only, absent_groups, ignored), config
+
+
 def _group(path: tuple[str, ...]) -> str:
   if path[0] == "cls":
     return "cls"
@@ -313,21 +363,41 @@ def _to_numpy(tree):
 
 
 def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: str) -> None:
-  """Writes config.json + model.safetensors that transformers' BertForPreTraining loads as is.
+  """Writes config.json + model.safetensors that transformers' BertForPreTraining (or, for
+  a ModernBERT-shaped config, ModernBertForMaskedLM) loads as is.
 
   Files are written under temporary names and renamed, so an interrupted
   export never leaves a directory that looks complete.
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  if modern_options(config):
+    state, hf_config = _modern_export(config, params)
+  else:
+    state, hf_config = _bert_export(config, params)
+  os.makedirs(directory, exist_ok=True)
+  tmp_weights = os.path.join(directory, WEIGHTS_NAME + ".tmp")
+  save_file(state, tmp_weights, metadata={"format": "pt"})
+  os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
+  fileio.write_text_atomic(os.path.join(directory, CONFIG_NAME),
+                           json.dumps(hf_config, indent=2, sort_keys=True))
+
+
+def _modern_export(config, params):
+  hf_config = interop_modern.config_to_hf(config)  # refuses what ModernBERT cannot express
+  flat = tree_lib.flatten(unstack_layers(_to_numpy(params)))
+  expected = _expected_shapes(config)
+  for path, x in flat.items():
+    if path in expected and tuple(x.shape) != expected[path]:
+      raise ValueError(f"parameter {'/'.join(path)}: shape {x.shape} does not match the "
+                       f"config's {expected[path]}")
+  return interop_modern.to_hf_state_dict(config, flat), hf_config
+
+
+def _bert_export(config, params):
   state = to_hf_state_dict(params)
   for path, shape in _expected_shapes(config).items():
     key = _hf_key(path)
     if key in state and tuple(state[key].shape) != _hf_shape(path, shape):
       raise ValueError(f"parameter {'/'.join(path)}: shape {state[key].shape} does not match the "
                        f"config's {_hf_shape(path, shape)}")
-  os.makedirs(directory, exist_ok=True)
-  tmp_weights = os.path.join(directory, WEIGHTS_NAME + ".tmp")
-  save_file(state, tmp_weights, metadata={"format": "pt"})
-  os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
-  fileio.write_text_atomic(os.path.join(directory, CONFIG_NAME),
-                           json.dumps(config_to_hf(config), indent=2, sort_keys=True))
+  return state, config_to_hf(config)
