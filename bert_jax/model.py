@@ -211,7 +211,7 @@ _MODERN_ARCHITECTURE: dict[str, Any] = dict(
     sliding_window=128, global_every=3, max_position_embeddings=8192)
 MODERN_PRESETS: dict[str, dict[str, Any]] = {
     "modernbert-tiny": dict(num_hidden_layers=3, hidden_size=128, num_attention_heads=2,
-                            intermediate_size=384, vocab_size=8192, sliding_window=32,
+                            intermediate_size=256, vocab_size=8192, sliding_window=32,
                             max_position_embeddings=512, pad_token_id=0),
     "modernbert-base": dict(num_hidden_layers=22, hidden_size=768, num_attention_heads=12,
                             intermediate_size=1152, vocab_size=50368, pad_token_id=50283),
