@@ -390,7 +390,18 @@ def _modern_export(config, params):
     if path in expected and tuple(x.shape) != expected[path]:
       raise ValueError(f"parameter {'/'.join(path)}: shape {x.shape} does not match the "
                        f"config's {expected[path]}")
-  return interop_modern.to_hf_state_dict(config, flat), hf_config
+  # A task model: `bert`, ModernBERT's `head` and one task head (classifier, qa_outputs).
+  others = sorted(set(params) - {"bert", "cls", "head"})
+  task_head = others[0] if "head" in params and len(others) == 1 else None
+  state = interop_modern.to_hf_state_dict(config, flat, task_head)
+  spec_paths = interop_modern.parameter_paths(config, task_head)
+  extra = sorted("/".join(p) for p in flat if p not in spec_paths)
+  if extra:  # e.g. a BERT-style pooler or task head: never dropped without a word
+    raise ValueError(f"parameters {extra[:6]}{' ...' if len(extra) > 6 else ''} have no place "
+                     "in a transformers ModernBERT checkpoint")
+  if task_head is not None:  # the task's export names its ModernBertFor<Task> class
+    hf_config["architectures"] = ["ModernBertModel"]
+  return state, hf_config
 
 
 def _bert_export(config, params):

@@ -190,8 +190,13 @@ def _rope_thetas(hf, where: str) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- tensors
 
 
-def _spec(config: model_lib.BertConfig) -> list[tuple[str, list[tuple[str, ...]], int]]:
+def _spec(config: model_lib.BertConfig, task_head: str | None = None
+          ) -> list[tuple[str, list[tuple[str, ...]], int]]:
   """(HF key, our parameter paths joined along HF's axis 0, n_in) for every tensor.
+
+  The MLM model's by default; with `task_head` (our task head's scope: `classifier`,
+  `qa_outputs`) a ModernBertFor<Task>'s: its `head` is our `head` scope and its
+  `classifier` our task head.
 
   n_in: how many leading dims of our kernel are its input (2 for [N, D, H]);
   0 for norms and biases (flattened), `_AS_IS` for the embedding table.
@@ -211,11 +216,21 @@ def _spec(config: model_lib.BertConfig) -> list[tuple[str, list[tuple[str, ...]]
     out += _linear(f"{hf}.mlp.Wi", wi, 1, config)
     out += _linear(f"{hf}.mlp.Wo", [ours + ("output", "dense")], 1, config)
   out += _norm("model.final_norm", ("bert", "encoder", "final_norm"), config)
-  transform = ("cls", "predictions", "transform")
+  transform = ("cls", "predictions", "transform") if task_head is None else ("head",)
   out += _linear("head.dense", [transform + ("dense",)], 1, config)
   out += _norm("head.norm", transform + ("LayerNorm",), config)
-  out.append(("decoder.bias", [("cls", "predictions", "bias")], 0))
+  if task_head is None:
+    out.append(("decoder.bias", [("cls", "predictions", "bias")], 0))
+  else:  # transformers' task classifiers always have a bias
+    out += [("classifier.weight", [(task_head, "kernel")], 1),
+            ("classifier.bias", [(task_head, "bias")], 0)]
   return out
+
+
+def parameter_paths(config: model_lib.BertConfig, task_head: str | None = None
+                    ) -> set[tuple[str, ...]]:
+  """Our parameter paths that a ModernBertForMaskedLM (or task model) checkpoint holds."""
+  return {p for _, paths, _ in _spec(config, task_head) for p in paths}
 
 
 def _norm(hf: str, ours: tuple[str, ...], config) -> list:
@@ -247,16 +262,18 @@ def _from_hf(w: np.ndarray, n_in: int, shape: tuple[int, ...]) -> np.ndarray:
   return np.ascontiguousarray(w.T).reshape(shape)
 
 
-def to_hf_state_dict(config: model_lib.BertConfig, flat: Mapping[tuple[str, ...], Any]
-                     ) -> dict[str, np.ndarray]:
-  """Our flat (unstacked) params -> ModernBertForMaskedLM's state dict (tied decoder left out)."""
-  missing = [p for _, paths, _ in _spec(config) for p in paths
-             if p not in flat and p[0] != "cls"]
+def to_hf_state_dict(config: model_lib.BertConfig, flat: Mapping[tuple[str, ...], Any],
+                     task_head: str | None = None) -> dict[str, np.ndarray]:
+  """Our flat (unstacked) params -> ModernBertForMaskedLM's state dict (tied decoder left
+  out), or with `task_head` a ModernBertFor<Task>'s."""
+  spec = _spec(config, task_head)
+  missing = [p for _, paths, _ in spec for p in paths
+             if p not in flat and (p[0] != "cls" or task_head is not None)]
   if missing:
     raise ValueError(f"the parameters lack {len(missing)} encoder tensor(s) the config needs, "
                      f"e.g. {'/'.join(missing[0])}")
   return {key: np.ascontiguousarray(np.concatenate([_to_hf(flat[p], n_in) for p in paths], 0))
-          for key, paths, n_in in _spec(config) if all(p in flat for p in paths)}
+          for key, paths, n_in in spec if all(p in flat for p in paths)}
 
 
 def from_hf_state_dict(config: model_lib.BertConfig, tensors: Mapping[str, np.ndarray],

@@ -751,6 +751,26 @@ class BertForPreTraining(nn.Module):
     return _PreTrainingHeads(self.config, name="cls")(sequence, pooled, bert.attend)
 
 
+def _encode_for_task(config: BertConfig, input_ids, token_type_ids, attention_mask,
+                     deterministic: bool, pooled: bool):
+  """The encoder under a task head: (sequence, pooled [CLS] or None).
+
+  BERT: the tanh pooler pools. A ModernBERT-shaped config (`is_modern`) has no pooler;
+  like transformers' ModernBertFor* it runs its prediction head (dense, activation,
+  norm; scope `head`) on the [CLS] state (pooled) or on every token (sequence).
+  Called inside a task module's compact `__call__`, whose scope the modules join.
+  """
+  modern = config.is_modern
+  sequence, pooled_out = BertModel(config, add_pooling_layer=pooled and not modern, name="bert")(
+      input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+  if not modern:
+    return sequence, pooled_out
+  head = _PredictionTransform(config, name="head")
+  if pooled:
+    return sequence, head(sequence[:, 0])
+  return head(sequence), None
+
+
 class BertForSequenceClassification(nn.Module):
   """Pooled output, dropout, a linear classifier ([B, num_labels]; 1 label = regression)."""
   config: BertConfig
@@ -758,8 +778,8 @@ class BertForSequenceClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    _, pooled = BertModel(self.config, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    _, pooled = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                 deterministic, pooled=True)
     pooled = nn.Dropout(self.config.hidden_dropout_prob)(pooled, deterministic=deterministic)
     return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(pooled)
 
@@ -771,8 +791,8 @@ class BertForTokenClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                   deterministic, pooled=False)
     sequence = nn.Dropout(self.config.hidden_dropout_prob)(sequence, deterministic=deterministic)
     return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(sequence)
 
@@ -782,14 +802,15 @@ class BertForQuestionAnswering(nn.Module):
 
   Named as transformers' `BertForQuestionAnswering` (`bert` without a pooler,
   `qa_outputs` a Linear(H, 2) whose output 0 is the start, 1 the end logit);
-  like it, no dropout before the head.
+  like it, no dropout before the head. A modern encoder's `head` runs first, as in
+  ModernBertForQuestionAnswering (whose Linear is named `classifier`).
   """
   config: BertConfig
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                   deterministic, pooled=False)
     logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "qa_outputs")(sequence)
     return logits[..., 0], logits[..., 1]
 

@@ -58,7 +58,6 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   # The shapes the model is built for; the source makes batches of these.
   c.max_seq_length = 128
   c.max_predictions_per_seq = 20
-
   # Optimisation.
   c.global_batch_size = 256
   c.num_micro_batches = 1       # gradient accumulation: global batch = M micro-batches

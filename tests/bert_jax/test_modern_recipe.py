@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import pretrain as pretrain_testlib
-from bert_jax import checkpoint as ckpt
-from bert_jax import init_from as init_from_lib
+from bert_jax.checkpointing import manager as ckpt
+from bert_jax.checkpointing import init_from as init_from_lib
 from bert_jax import optim
 from bert_jax import partitioning
 from bert_jax import synthetic

@@ -161,3 +161,56 @@ def test_unrepresentable_configs_are_refused_on_export(tmp_path):
   with pytest.raises(ValueError, match="prenorm"):
     interop.config_to_hf(model_lib.bert_config("tiny", prenorm=True))
   assert not os.listdir(tmp_path)
+
+
+def test_parameters_without_a_modernbert_place_are_refused_not_dropped(tmp_path):
+  config = model_lib.modern_config("modernbert-tiny", num_hidden_layers=2, global_every=2)
+  params = __import__("flax").linen.unbox(model_lib.BertForPreTraining(config).init(
+      jax.random.key(0), **model_lib.dummy_inputs(config))["params"])
+  params["bert"]["pooler"] = {"dense": {"kernel": np.zeros((128, 128), np.float32)}}
+  with pytest.raises(ValueError, match="bert/pooler/dense/kernel"):
+    interop.save_hf(config, params, str(tmp_path))
+
+
+def _task_params(module, config, seed):
+  inputs = model_lib.dummy_inputs(config, num_predictions=None)
+  params = __import__("flax").linen.unbox(module.init(jax.random.key(seed), **inputs)["params"])
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+  return jax.tree.unflatten(treedef, [np.asarray(x + 0.2 * jax.random.normal(k, x.shape))
+                                      for x, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("task", ["sequence", "token", "qa"])
+def test_task_models_export_as_modernbert_for_task_with_logit_parity(tmp_path, task):
+  config = model_lib.modern_config(
+      "modernbert-tiny", vocab_size=96, hidden_size=32, num_attention_heads=2,
+      intermediate_size=48, num_hidden_layers=4, sliding_window=8, global_every=3,
+      max_position_embeddings=64)
+  module, hf_class, num_labels = {
+      "sequence": (model_lib.BertForSequenceClassification(config, 3),
+                   transformers.ModernBertForSequenceClassification, 3),
+      "token": (model_lib.BertForTokenClassification(config, 5),
+                transformers.ModernBertForTokenClassification, 5),
+      "qa": (model_lib.BertForQuestionAnswering(config),
+             transformers.ModernBertForQuestionAnswering, 2)}[task]
+  params = _task_params(module, config, seed=3)
+  assert "head" in params and "pooler" not in params["bert"]
+  interop.save_hf(config, params, str(tmp_path))
+  hf_model = hf_class.from_pretrained(tmp_path, num_labels=num_labels,
+                                      attn_implementation="eager").eval()
+  ids, mask = _inputs()
+  ours = module.apply({"params": params}, jnp.asarray(ids, jnp.int32), None,
+                      jnp.asarray(mask, jnp.int32))
+  with torch.no_grad():
+    out = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+  if task == "qa":
+    pairs = [(np.asarray(ours[0]), out.start_logits.numpy()),
+             (np.asarray(ours[1]), out.end_logits.numpy())]
+    diff = max(_max_diff(a, b, mask) for a, b in pairs)
+  elif task == "token":
+    diff = _max_diff(np.asarray(ours), out.logits.numpy(), mask)
+  else:
+    diff = float(np.max(np.abs(np.asarray(ours) - out.logits.numpy())))
+  print(f"{task} task export parity: max |logit diff| {diff:.2e}")
+  assert diff <= TOL
