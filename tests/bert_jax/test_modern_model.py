@@ -217,3 +217,14 @@ def test_bad_modern_values_name_the_field(overrides, field):
 def test_bert_defaults_build_no_modern_parameter():
   table = _abstract_table(model_lib.bert_config("tiny"))
   assert not any(("norm" in k and "LayerNorm" not in k) or "gate" in k for k in table)
+
+
+def test_flops_count_the_gated_ffn_the_window_and_no_nsp_head():
+  from bert_jax import flops
+  c = model_lib.modern_config("modernbert-base")
+  h, i, s, p = 768, 1152, 1024, 300
+  encoder = 6 * 22 * (4 * h * h + 3 * h * i) * s
+  # 8 global layers (0, 3, ..., 21) see 1024 keys; 14 local ones 129 (64 each side + self).
+  attention = 12 * 12 * 64 * s * (8 * 1024 + 14 * 129)
+  mlm = 6 * (h * h + h * c.vocab_size) * p
+  assert flops.train_flops_per_sequence(c, s, p) == float(encoder + attention + mlm)
