@@ -228,3 +228,24 @@ def test_flops_count_the_gated_ffn_the_window_and_no_nsp_head():
   attention = 12 * 12 * 64 * s * (8 * 1024 + 14 * 129)
   mlm = 6 * (h * h + h * c.vocab_size) * p
   assert flops.train_flops_per_sequence(c, s, p) == float(encoder + attention + mlm)
+
+
+def test_2x2x2_mesh_runs_the_modern_encoder_as_one_device():
+  """Local blocks, RoPE and the gated FFN under data, fsdp and tensor (heads, mlp) sharding."""
+  config = _tiny(num_attention_heads=4, vocab_size=96)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(1, 96, (8, 24)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[::2, 17:] = 0
+  batch = dict(input_ids=ids, token_type_ids=np.zeros_like(ids), attention_mask=mask,
+               masked_lm_positions=rng.integers(0, 17, (8, 3)).astype(np.int32))
+  m = model_lib.BertForPreTraining(config)
+  init = lambda key: m.init(key, **model_lib.dummy_inputs(config))["params"]  # noqa: E731
+  ref = m.apply({"params": nn.unbox(init(jax.random.key(0)))}, **batch)[0]
+  mesh = P.make_mesh((2, 2, 2))
+  params, _ = P.create_sharded(init, mesh, P.DEFAULT_RULES, jax.random.key(0))
+  gate = params["bert"]["encoder"]["layer_1"]["intermediate"]["gate"]["kernel"]
+  assert gate.addressable_shards[0].data.shape == (16, 24)  # [32, 48] over fsdp=2, tensor=2
+  with P.axis_rules(mesh):
+    out = jax.jit(m.apply)({"params": params}, **P.host_to_device(batch, mesh))[0]
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=1e-5)
