@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import partitioning as P
+from bert_jax import partitioning
 
 # BERT's published sizes (google-research/bert README): layers, hidden, heads.
 PRESETS: dict[str, dict[str, int]] = {
@@ -256,13 +256,13 @@ def _dense(config: BertConfig, features: int, in_axis: str, out_axis: str, name:
 
 def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> nn.Module:
   """LayerNorm (bias per config.norm_bias) or RMSNorm, over the model width."""
-  scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (P.EMBED,))
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (partitioning.EMBED,))
   if config.norm_type == "rmsnorm":
     return nn.RMSNorm(epsilon=config.layer_norm_eps, name=name, scale_init=scale_init,
                       **_dtypes(config))
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, name=name, use_bias=config.norm_bias,
-      scale_init=scale_init, bias_init=_zeros(P.EMBED), **_dtypes(config))
+      scale_init=scale_init, bias_init=_zeros(partitioning.EMBED), **_dtypes(config))
 
 
 class DenseND(nn.Module):
@@ -307,15 +307,15 @@ class BertEmbeddings(nn.Module):
   def setup(self):
     cfg = self.config
     self.word_embeddings = nn.Embed(
-        cfg.padded_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, P.VOCAB, P.EMBED),
+        cfg.padded_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, partitioning.VOCAB, partitioning.EMBED),
         **_dtypes(cfg))
     if cfg.position_embedding_type == "absolute":
       self.position_embeddings = nn.Embed(
           cfg.max_position_embeddings, cfg.hidden_size,
-          embedding_init=_init(cfg, P.POSITION, P.EMBED), **_dtypes(cfg))
+          embedding_init=_init(cfg, partitioning.POSITION, partitioning.EMBED), **_dtypes(cfg))
     if cfg.type_vocab_size:
       self.token_type_embeddings = nn.Embed(
-          cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, P.TOKEN_TYPE, P.EMBED),
+          cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, partitioning.TOKEN_TYPE, partitioning.EMBED),
           **_dtypes(cfg))
     self.LayerNorm = _layer_norm(cfg)  # pylint: disable=invalid-name
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
@@ -337,7 +337,7 @@ class BertEmbeddings(nn.Module):
       x = x + self._lookup(self.token_type_embeddings, token_type_ids)
     x = self.LayerNorm(x)
     x = self.dropout(x, deterministic=deterministic)
-    return _constrain(x, P.ACT_BATCH, P.ACT_LEN, P.ACT_EMBED)
+    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
 
   def _lookup(self, embed: nn.Embed, ids):
     # Gather rows from the whole table, as FSDP gathers any weight before use:
@@ -461,9 +461,9 @@ class BertSelfAttention(nn.Module):
     heads, head_dim = cfg.num_attention_heads, cfg.head_dim
 
     def project(name):
-      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (P.EMBED,), (P.HEADS, P.KV),
+      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (partitioning.EMBED,), (partitioning.HEADS, partitioning.KV),
                   name=name)(x)
-      return _constrain(y, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
+      return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS, partitioning.ACT_KV)
 
     q, k, v = project("query"), project("key"), project("value")
     rope = ctx.get("rope_local" if self.local else "rope_global")
@@ -483,7 +483,7 @@ class BertSelfAttention(nn.Module):
                               cfg.sliding_window // 2, dropout)
       else:
         out = _xla_attention(q, k, v, ctx["mask"], dropout)
-    return _constrain(out, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
+    return _constrain(out, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS, partitioning.ACT_KV)
 
   def _fused(self, q, k, v, ctx):
     if not self.local:
@@ -506,12 +506,12 @@ class BertSelfOutput(nn.Module):
   @nn.compact
   def __call__(self, x, residual, *, deterministic: bool):
     cfg = self.config
-    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (P.EMBED,), name="dense")(x)
+    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (partitioning.EMBED,), name="dense")(x)
     x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
     x = x + residual
     if not cfg.prenorm:
       x = _layer_norm(cfg)(x)
-    return _constrain(x, P.ACT_BATCH, P.ACT_LEN, P.ACT_EMBED)
+    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
 
 
 class BertAttention(nn.Module):
@@ -523,7 +523,7 @@ class BertAttention(nn.Module):
   def __call__(self, x, ctx, *, deterministic: bool, residual=None):
     y = BertSelfAttention(self.config, self.local, name="self")(x, ctx, deterministic=deterministic)
     return BertSelfOutput(
-        self.config, (self.config.num_attention_heads, self.config.head_dim), (P.HEADS, P.KV),
+        self.config, (self.config.num_attention_heads, self.config.head_dim), (partitioning.HEADS, partitioning.KV),
         name="output")(
         y, x if residual is None else residual, deterministic=deterministic)
 
@@ -535,11 +535,11 @@ class BertIntermediate(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    y = _dense(cfg, cfg.intermediate_size, P.EMBED, P.MLP, "dense", cfg.use_bias)(x)
+    y = _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "dense", cfg.use_bias)(x)
     y = _ACTIVATIONS[cfg.hidden_act](y)
     if cfg.ffn_type == "glu":
-      y = y * _dense(cfg, cfg.intermediate_size, P.EMBED, P.MLP, "gate", cfg.use_bias)(x)
-    return _constrain(y, P.ACT_BATCH, P.ACT_LEN, P.ACT_MLP)
+      y = y * _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "gate", cfg.use_bias)(x)
+    return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_MLP)
 
 
 class BertLayer(nn.Module):
@@ -561,13 +561,13 @@ class BertLayer(nn.Module):
     if not cfg.prenorm:
       x = BertAttention(cfg, local, name="attention")(x, ctx, deterministic=det)
       y = BertIntermediate(cfg, name="intermediate")(x)
-      x = BertSelfOutput(cfg, (cfg.intermediate_size,), (P.MLP,), name="output")(
+      x = BertSelfOutput(cfg, (cfg.intermediate_size,), (partitioning.MLP,), name="output")(
           y, x, deterministic=det)
       return x, None
     h = x if self.index == 0 else _layer_norm(cfg, "attention_norm")(x)
     x = BertAttention(cfg, local, name="attention")(h, ctx, deterministic=det, residual=x)
     y = BertIntermediate(cfg, name="intermediate")(_layer_norm(cfg, "mlp_norm")(x))
-    x = BertSelfOutput(cfg, (cfg.intermediate_size,), (P.MLP,), name="output")(
+    x = BertSelfOutput(cfg, (cfg.intermediate_size,), (partitioning.MLP,), name="output")(
         y, x, deterministic=det)
     return x, None
 
@@ -591,7 +591,7 @@ class BertEncoder(nn.Module):
     if cfg.scan_layers:
       stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=nn.broadcast, length=cfg.num_hidden_layers,
-                      metadata_params={nn.PARTITION_NAME: P.LAYERS})
+                      metadata_params={nn.PARTITION_NAME: partitioning.LAYERS})
       x, _ = stack(cfg, deterministic, name="layers")(x, ctx)
       return x
     for i in range(cfg.num_hidden_layers):
@@ -611,7 +611,7 @@ class BertPooler(nn.Module):
     cfg = self.config
     cls = (sequence_output[:, 0] if cls_positions is None
            else gather_positions(sequence_output, cls_positions))
-    return jnp.tanh(_dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense")(cls))
+    return jnp.tanh(_dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")(cls))
 
 
 def attention_mask_4d(attention_mask: jax.Array, instance_ids: jax.Array | None = None
@@ -692,7 +692,7 @@ class _PredictionTransform(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = _dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense", cfg.use_bias)(x)
+    x = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense", cfg.use_bias)(x)
     x = _ACTIVATIONS[cfg.hidden_act](x)
     return _layer_norm(cfg)(x)
 
@@ -705,9 +705,9 @@ class _Predictions(nn.Module):
   def __call__(self, x, attend):
     cfg = self.config
     x = _PredictionTransform(cfg, name="transform")(x)
-    bias = self.param("bias", _zeros(P.VOCAB), (cfg.padded_vocab_size,), jnp.dtype(cfg.param_dtype))
+    bias = self.param("bias", _zeros(partitioning.VOCAB), (cfg.padded_vocab_size,), jnp.dtype(cfg.param_dtype))
     logits = attend(x) + bias.astype(x.dtype)
-    return _constrain(logits, P.ACT_BATCH, P.ACT_LEN, P.ACT_VOCAB)
+    return _constrain(logits, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_VOCAB)
 
 
 class _PreTrainingHeads(nn.Module):
@@ -719,7 +719,7 @@ class _PreTrainingHeads(nn.Module):
     mlm_logits = _Predictions(self.config, name="predictions")(sequence, attend)
     if pooled is None:  # MLM only (config.next_sentence_head False)
       return mlm_logits, None
-    nsp_logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "seq_relationship")(pooled)
+    nsp_logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES, "seq_relationship")(pooled)
     return mlm_logits, nsp_logits
 
 
@@ -781,7 +781,7 @@ class BertForSequenceClassification(nn.Module):
     _, pooled = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
                                  deterministic, pooled=True)
     pooled = nn.Dropout(self.config.hidden_dropout_prob)(pooled, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(pooled)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES, "classifier")(pooled)
 
 
 class BertForTokenClassification(nn.Module):
@@ -794,7 +794,7 @@ class BertForTokenClassification(nn.Module):
     sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
                                    deterministic, pooled=False)
     sequence = nn.Dropout(self.config.hidden_dropout_prob)(sequence, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(sequence)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES, "classifier")(sequence)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -811,7 +811,7 @@ class BertForQuestionAnswering(nn.Module):
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
     sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
                                    deterministic, pooled=False)
-    logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "qa_outputs")(sequence)
+    logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES, "qa_outputs")(sequence)
     return logits[..., 0], logits[..., 1]
 
 
