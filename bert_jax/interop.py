@@ -320,8 +320,12 @@ def _load_modern(directory, hf_config, require_heads, config_overrides, config_p
   encoder_only = not any(k.startswith("model.") for k in tensors)
   if encoder_only:
     tensors = {"model." + k: v for k, v in tensors.items()}
-  if "decoder.bias" not in tensors:  # no MLM head: a task model's `head` is not ours to read
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+  if "decoder.bias" not in tensors and any(k.startswith("head.") for k in tensors):
+    # A fine-tuned ModernBertFor<Task>: its `head` (dense + norm before the classifier) has
+    # no place in what this returns, and a task head read without it would predict garbage.
+    raise ValueError(f"{directory}: a transformers ModernBertFor<Task> checkpoint (it has a "
+                     "task `head` and no MLM decoder); reading one back is not supported yet: "
+                     "start from its ModernBertForMaskedLM / ModernBertModel checkpoint")
   flat, absent, mismatched = interop_modern.from_hf_state_dict(
       config, tensors, _expected_shapes(config), directory)
   if mismatched:

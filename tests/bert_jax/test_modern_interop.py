@@ -214,3 +214,10 @@ def test_task_models_export_as_modernbert_for_task_with_logit_parity(tmp_path, t
     diff = float(np.max(np.abs(np.asarray(ours) - out.logits.numpy())))
   print(f"{task} task export parity: max |logit diff| {diff:.2e}")
   assert diff <= TOL
+
+
+def test_a_fine_tuned_modernbert_task_checkpoint_is_refused_not_half_read(tmp_path):
+  hf_model = transformers.ModernBertForSequenceClassification(_hf_config(num_labels=3))
+  hf_model.save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match="ModernBertFor<Task>"):
+    interop.load_hf(str(tmp_path))
