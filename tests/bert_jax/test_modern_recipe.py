@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import pretrain as pretrain_testlib
+from bert_jax.checkpointing import layout
 from bert_jax.checkpointing import manager as ckpt
 from bert_jax.checkpointing import init_from as init_from_lib
 from bert_jax import optim
@@ -109,7 +110,7 @@ def test_mlm_only_training_steps_learn_without_an_nsp_head():
 def _save_state(config, directory):
   mesh = pretrain_testlib.one_device_mesh()
   state, _ = pretrain_testlib.build(config, mesh)
-  checkpointer = ckpt.Checkpointer(os.path.join(directory, ckpt.CHECKPOINTS_SUBDIR))
+  checkpointer = ckpt.Checkpointer(os.path.join(directory, layout.CHECKPOINTS_SUBDIR))
   checkpointer.save(3, state, meta={"config": {}}, data_state={})
   checkpointer.close()
   return state
@@ -121,7 +122,7 @@ def test_context_extension_carries_rope_parameters_to_longer_rows(tmp_path):
   long = _modern_tiny_config(**{"max_seq_length": 128, "model.max_position_embeddings": 256,
                                 "model.rope_theta": 160_000.0})
   mesh = pretrain_testlib.one_device_mesh()
-  job = train.setup(long, mesh)
+  job = train.build(long, mesh)
   params, _ = init_from_lib.load_params(str(tmp_path), job.abstract_state.params)
   for name, leaf in tree_lib.flatten_with_names(jax.device_get(params)).items():
     np.testing.assert_array_equal(leaf, tree_lib.flatten_with_names(
@@ -136,8 +137,8 @@ def test_context_extension_over_learned_positions_is_refused_clearly(tmp_path):
   _save_state(short, str(tmp_path))
   long = pretrain_testlib.small_config(**{"max_seq_length": 64,
                                           "model.max_position_embeddings": 128})
-  job = train.setup(long, pretrain_testlib.one_device_mesh())
-  with pytest.raises(ckpt.IncompatibleCheckpointError,
+  job = train.build(long, pretrain_testlib.one_device_mesh())
+  with pytest.raises(layout.IncompatibleCheckpointError,
                      match="(?s)position_embeddings.*cannot carry over.*rotary"):
     init_from_lib.load_params(str(tmp_path), job.abstract_state.params)
 
