@@ -12,31 +12,44 @@ from typing import Any, Sequence
 def matmul_params_per_token(config) -> int:
   """Weights of the encoder matmuls every token goes through (per token).
 
-  Per layer: Q, K, V, output projections (4·H²) and the two MLP matrices (2·H·I).
-  Embedding lookups are gathers, not matmuls, and are excluded; biases and
-  LayerNorm are O(H) and excluded.
+  Per layer: Q, K, V, output projections (4·H²) and the two MLP matrices (2·H·I;
+  three, 3·H·I, for a gated FFN). Embedding lookups are gathers, not matmuls, and are
+  excluded; biases and LayerNorm are O(H) and excluded.
   """
   h, i = config.hidden_size, config.intermediate_size
-  return config.num_hidden_layers * (4 * h * h + 2 * h * i)
+  ffn = 3 if getattr(config, "ffn_type", "mlp") == "glu" else 2
+  return config.num_hidden_layers * (4 * h * h + ffn * h * i)
+
+
+def _attended_keys(config, seq_len: int) -> int:
+  """Keys per query summed over layers: seq_len in global layers, at most the window
+  (window // 2 on each side, and the query) in local ones."""
+  window = getattr(config, "sliding_window", 0)
+  local = min(seq_len, window // 2 * 2 + 1)
+  return sum(local if config.is_local_layer(i) else seq_len
+             for i in range(config.num_hidden_layers)) if window else (
+                 config.num_hidden_layers * seq_len)
 
 
 def train_flops_per_sequence(config, seq_len: int, num_predictions: int) -> float:
   """Training FLOPs (forward + backward) of one sequence.
 
   6 x (parameters used per token) x tokens            -- encoder matmuls
-  + 12 · layers · heads · head_dim · seq_len per token -- QK^T and AV, forward 4·S·d
-                                                          per token per layer, x3
+  + 12 · heads · head_dim · (keys attended) per token -- QK^T and AV, forward 4·S·d
+                                                          per token per layer, x3 (S: the
+                                                          window in local layers)
   + 6 x (H² + H·V) x num_predictions                   -- MLM transform + tied decoder,
                                                           only at the predicted positions
-  + 6 x (H² + 2·H)                                     -- pooler + NSP classifier ([CLS])
+  + 6 x (H² + 2·H)                                     -- pooler + NSP classifier ([CLS]),
+                                                          when the model has them
   """
   h, v = config.hidden_size, config.vocab_size
   head_dim = h // config.num_attention_heads
   encoder = 6 * matmul_params_per_token(config) * seq_len
-  attention = (12 * config.num_hidden_layers * config.num_attention_heads * head_dim
-               * seq_len * seq_len)
+  attention = (12 * config.num_attention_heads * head_dim * seq_len
+               * _attended_keys(config, seq_len))
   mlm = 6 * (h * h + h * v) * num_predictions
-  nsp = 6 * (h * h + 2 * h)
+  nsp = 6 * (h * h + 2 * h) if getattr(config, "next_sentence_head", True) else 0
   return float(encoder + attention + mlm + nsp)
 
 

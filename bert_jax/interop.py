@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 
 from bert_jax import fileio
+from bert_jax import interop_modern
 from bert_jax import model as model_lib
 from bert_jax import tree as tree_lib
 
@@ -46,7 +47,24 @@ _REDUNDANT_KEYS = ("bert.embeddings.position_ids", "cls.predictions.decoder.weig
 # ----------------------------------------------------------------------------- config
 
 
+def modern_options(config: model_lib.BertConfig) -> list[str]:
+  """The modern-encoder fields of `config` that differ from BERT's defaults."""
+  default = model_lib.BertConfig()
+  names = ("position_embedding_type", "rope_theta", "local_rope_theta", "ffn_type", "norm_type",
+           "prenorm", "use_bias", "norm_bias", "sliding_window", "global_every",
+           "next_sentence_head")
+  changed = [n for n in names if getattr(config, n) != getattr(default, n)]
+  if config.padded_vocab_size != config.vocab_size:
+    changed.append("vocab_multiple")
+  return changed
+
+
 def config_to_hf(config: model_lib.BertConfig) -> dict[str, Any]:
+  """config.json of transformers' BertForPreTraining (ModernBERT: `interop_modern`)."""
+  modern = modern_options(config)
+  if modern:
+    raise ValueError(f"BertConfig fields {modern} have no transformers BertConfig counterpart "
+                     "(a modern encoder exports as ModernBERT: interop_modern.config_to_hf)")
   out = {name: getattr(config, name) for name in CONFIG_FIELDS}
   out.update(architectures=["BertForPreTraining"], model_type="bert",
              position_embedding_type="absolute", torch_dtype="float32", use_cache=True)
@@ -254,6 +272,8 @@ def _load(directory, require_heads, config_overrides):
       hf_config = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f"{config_path}: invalid JSON ({e})") from e
+  if hf_config.get("model_type") == interop_modern.MODEL_TYPE:
+    return _load_modern(directory, hf_config, require_heads, config_overrides, config_path)
   config = config_from_hf(hf_config, where=config_path, **config_overrides)
   tensors = read_state_dict(directory)
   encoder_only = not any(k.startswith("bert.") for k in tensors)
@@ -292,6 +312,40 @@ def _load(directory, require_heads, config_overrides):
   return params, report, config
 
 
+def _load_modern(directory, hf_config, require_heads, config_overrides, config_path):
+  """`_load` for a transformers ModernBERT directory (ModernBertForMaskedLM, ModernBertModel,
+  or a task model whose encoder is read and whose head is reported as ignored)."""
+  config = interop_modern.config_from_hf(hf_config, config_path, **config_overrides)
+  tensors = read_state_dict(directory)
+  encoder_only = not any(k.startswith("model.") for k in tensors)
+  if encoder_only:
+    tensors = {"model." + k: v for k, v in tensors.items()}
+  if "decoder.bias" not in tensors and any(k.startswith("head.") for k in tensors):
+    # A fine-tuned ModernBertFor<Task>: its `head` (dense + norm before the classifier) has
+    # no place in what this returns, and a task head read without it would predict garbage.
+    raise ValueError(f"{directory}: a transformers ModernBertFor<Task> checkpoint (it has a "
+                     "task `head` and no MLM decoder); reading one back is not supported yet: "
+                     "start from its ModernBertForMaskedLM / ModernBertModel checkpoint")
+  flat, absent, mismatched = interop_modern.from_hf_state_dict(
+      config, tensors, _expected_shapes(config), directory)
+  if mismatched:
+    raise ValueError(f"{directory}: {len(mismatched)} tensor(s) do not match {CONFIG_NAME}:\n  "
+                     + "\n  ".join(mismatched))
+  encoder_missing = [k for k in absent if k.startswith("model.")]
+  if encoder_missing:
+    raise ValueError(f"{directory}: checkpoint lacks {len(encoder_missing)} encoder tensor(s) the "
+                     f"config needs: {', '.join(encoder_missing[:8])}")
+  if absent:  # the MLM head comes whole or not at all
+    flat = {p: v for p, v in flat.items() if p[0] != "cls"}
+  absent_groups = ("cls",) if absent else ()
+  if require_heads and absent_groups:
+    raise ValueError(f"{directory}: the MLM head was asked for, but the checkpoint lacks {absent}")
+  used = set(interop_modern.to_hf_state_dict(config, flat)) | {"decoder.weight"}
+  ignored = tuple(sorted(k for k in tensors if k not in used))
+  params = tree_lib.unflatten({p: v.astype(config.param_dtype) for p, v in flat.items()})
+  return params, LoadReport(directory, encoder_only, absent_groups, ignored), config
+
+
 def _group(path: tuple[str, ...]) -> str:
   if path[0] == "cls":
     return "cls"
@@ -313,20 +367,51 @@ def _to_numpy(tree):
 
 
 def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: str) -> None:
-  """Writes config.json + model.safetensors that transformers' BertForPreTraining loads as is.
+  """Writes config.json + model.safetensors that transformers' BertForPreTraining (or, for
+  a ModernBERT-shaped config, ModernBertForMaskedLM) loads as is.
 
   Files are written under temporary names and renamed, so an interrupted
   export never leaves a directory that looks complete.
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  if modern_options(config):
+    state, hf_config = _modern_export(config, params)
+  else:
+    state, hf_config = _bert_export(config, params)
+  os.makedirs(directory, exist_ok=True)
+  with fileio.atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp_weights:
+    save_file(state, tmp_weights, metadata={"format": "pt"})
+  fileio.write_json_atomic(os.path.join(directory, CONFIG_NAME), hf_config,
+                           indent=2, sort_keys=True)
+
+
+def _modern_export(config, params):
+  hf_config = interop_modern.config_to_hf(config)  # refuses what ModernBERT cannot express
+  flat = tree_lib.flatten(unstack_layers(_to_numpy(params)))
+  expected = _expected_shapes(config)
+  for path, x in flat.items():
+    if path in expected and tuple(x.shape) != expected[path]:
+      raise ValueError(f"parameter {'/'.join(path)}: shape {x.shape} does not match the "
+                       f"config's {expected[path]}")
+  # A task model: `bert`, ModernBERT's `head` and one task head (classifier, qa_outputs).
+  others = sorted(set(params) - {"bert", "cls", "head"})
+  task_head = others[0] if "head" in params and len(others) == 1 else None
+  state = interop_modern.to_hf_state_dict(config, flat, task_head)
+  spec_paths = interop_modern.parameter_paths(config, task_head)
+  extra = sorted("/".join(p) for p in flat if p not in spec_paths)
+  if extra:  # e.g. a BERT-style pooler or task head: never dropped without a word
+    raise ValueError(f"parameters {extra[:6]}{' ...' if len(extra) > 6 else ''} have no place "
+                     "in a transformers ModernBERT checkpoint")
+  if task_head is not None:  # the task's export names its ModernBertFor<Task> class
+    hf_config["architectures"] = ["ModernBertModel"]
+  return state, hf_config
+
+
+def _bert_export(config, params):
   state = to_hf_state_dict(params)
   for path, shape in _expected_shapes(config).items():
     key = _hf_key(path)
     if key in state and tuple(state[key].shape) != _hf_shape(path, shape):
       raise ValueError(f"parameter {'/'.join(path)}: shape {state[key].shape} does not match the "
                        f"config's {_hf_shape(path, shape)}")
-  os.makedirs(directory, exist_ok=True)
-  with fileio.atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp_weights:
-    save_file(state, tmp_weights, metadata={"format": "pt"})
-  fileio.write_json_atomic(os.path.join(directory, CONFIG_NAME), config_to_hf(config),
-                           indent=2, sort_keys=True)
+  return state, config_to_hf(config)

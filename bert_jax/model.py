@@ -7,6 +7,12 @@ tree mirrors transformers' names (`bert/embeddings/word_embeddings`,
 `bert/encoder/layer_0/attention/self/query`, `cls/predictions/transform`, ...)
 so that `interop.py` is a renaming, not a translation.
 
+The modern-encoder options of `BertConfig` (rotary positions, gated FFN,
+pre-normalisation, no biases, alternating local/global attention, a padded
+vocabulary, no NSP head; ModernBERT's architecture, see docs/modern_encoder.md)
+are options of these same modules, all off by default: with the defaults the
+parameter tree and the maths are BERT's exactly.
+
 Every parameter is created through `nn.with_logical_partitioning`, so `init`
 returns `LogicallyPartitioned` boxes whose axis names come from
 `partitioning.py`; `apply` takes plain (unboxed) arrays.
@@ -39,10 +45,14 @@ _ACTIVATIONS = {
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
+    "silu": jax.nn.silu,  # SwiGLU's gate activation
 }
 _DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots")
+POSITION_EMBEDDING_TYPES = ("absolute", "none")
+FFN_TYPES = ("mlp", "glu")
+NORM_TYPES = ("layernorm", "rmsnorm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +77,29 @@ class BertConfig:
   attention_impl: str = "xla"    # "cudnn": fused attention through jax.nn.dot_product_attention
   remat_policy: str = "none"     # activation rematerialisation per layer
   scan_layers: bool = False      # one traced layer scanned over depth: fast compiles for deep models
+  # Modern-encoder options (ModernBERT's architecture); every default is BERT's.
+  position_embedding_type: str = "absolute"  # "absolute": learned table; "none": RoPE only
+  rope_theta: float = 0.0        # RoPE base of the global layers; 0: no rotary positions
+  local_rope_theta: float = 0.0  # RoPE base of the local layers; 0: rope_theta
+  ffn_type: str = "mlp"          # "glu": act(x W_in) * (x W_gate); GeGLU (gelu) / SwiGLU (silu)
+  norm_type: str = "layernorm"   # or "rmsnorm"
+  prenorm: bool = False          # pre-norm residual blocks and a final norm (no norm before layer 0)
+  use_bias: bool = True          # biases of the dense layers (attention, FFN, MLM transform)
+  norm_bias: bool = True         # biases of the LayerNorms
+  sliding_window: int = 0        # local layers attend |i - j| <= sliding_window // 2; 0: all global
+  global_every: int = 1          # with a window: layer i is global iff i % global_every == 0
+  vocab_multiple: int = 1        # word-embedding rows rounded up to a multiple (64: ModernBERT)
+  next_sentence_head: bool = True  # pooler + NSP classifier in BertForPreTraining
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+                 "intermediate_size", "max_position_embeddings", "vocab_multiple"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+    if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
+      raise ValueError(f"BertConfig.type_vocab_size must be an integer >= 0 (0: no token types), "
+                       f"got {self.type_vocab_size!r}")
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
           f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
@@ -92,10 +118,72 @@ class BertConfig:
       raise ValueError(f"BertConfig.remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
     if not 0 <= self.pad_token_id < self.vocab_size:
       raise ValueError(f"BertConfig.pad_token_id {self.pad_token_id} is outside the vocabulary")
+    self._check_modern_options()
+
+  def _check_modern_options(self):
+    for name, allowed in (("position_embedding_type", POSITION_EMBEDDING_TYPES),
+                          ("ffn_type", FFN_TYPES), ("norm_type", NORM_TYPES)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"BertConfig.{name} {getattr(self, name)!r} is not one of {allowed}")
+    self._check_rope()
+    self._check_window()
+    if self.scan_layers and (self.prenorm or self.sliding_window):
+      raise ValueError(
+          "BertConfig.scan_layers=True needs identical layers, but prenorm (layer 0 has no "
+          "attention norm) or sliding_window (local and global layers) make them differ; "
+          "set scan_layers=False")
+
+  def _check_rope(self):
+    for name in ("rope_theta", "local_rope_theta"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"BertConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+    if self.rope_theta > 0 and self.position_embedding_type == "absolute":
+      raise ValueError(
+          f"BertConfig.rope_theta={self.rope_theta} (rotary positions) together with "
+          "position_embedding_type='absolute' (learned positions): use one; set "
+          "position_embedding_type='none' for RoPE")
+    if self.rope_theta == 0 and self.local_rope_theta > 0:
+      raise ValueError("BertConfig.local_rope_theta is set but rope_theta is 0 (no RoPE)")
+    if self.position_embedding_type == "none" and self.rope_theta == 0:
+      raise ValueError("BertConfig.position_embedding_type='none' needs rope_theta > 0: "
+                       "otherwise the model has no positional information")
+
+  def _check_window(self):
+    w = self.sliding_window
+    if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+      raise ValueError(f"BertConfig.sliding_window must be an integer >= 0, got {w!r}")
+    if w == 1:
+      raise ValueError("BertConfig.sliding_window=1 lets a token attend only itself; use >= 2")
+    if w > self.max_position_embeddings:
+      raise ValueError(f"BertConfig.sliding_window={w} exceeds max_position_embeddings="
+                       f"{self.max_position_embeddings}")
+    n = self.global_every
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+      raise ValueError(f"BertConfig.global_every must be a positive integer (layer i is global "
+                       f"iff i % global_every == 0), got {n!r}: the stack needs global layers")
+    if w == 0 and n != 1:
+      raise ValueError(f"BertConfig.global_every={n} has no effect without a sliding_window "
+                       "(every layer is global); set sliding_window")
+    if n > self.num_hidden_layers:
+      raise ValueError(f"BertConfig.global_every={n} exceeds num_hidden_layers="
+                       f"{self.num_hidden_layers}: layer 0 would be the only global layer")
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Rows of the word-embedding table and MLM outputs: vocab_size rounded up."""
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
+  def is_local_layer(self, index: int) -> bool:
+    return self.sliding_window > 0 and index % self.global_every != 0
+
+  @property
+  def is_modern(self) -> bool:
+    """ModernBERT-shaped: the layout `interop` exports as transformers' ModernBert*."""
+    return self.prenorm and self.rope_theta > 0
 
   def replace(self, **changes) -> "BertConfig":
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -113,6 +201,39 @@ def bert_config(preset: str, **overrides: Any) -> BertConfig:
   return BertConfig().replace(**{**sizes, **overrides})
 
 
+# ModernBERT's architecture (Warner et al. 2024; transformers' ModernBertConfig): the
+# shapes of the published checkpoints, and a CPU-sized member of the family.
+_MODERN_ARCHITECTURE: dict[str, Any] = dict(
+    position_embedding_type="none", rope_theta=160_000.0, local_rope_theta=10_000.0,
+    ffn_type="glu", hidden_act="gelu", norm_type="layernorm", prenorm=True, use_bias=False,
+    norm_bias=False, layer_norm_eps=1e-5, type_vocab_size=0, vocab_multiple=64,
+    next_sentence_head=False, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    sliding_window=128, global_every=3, max_position_embeddings=8192)
+MODERN_PRESETS: dict[str, dict[str, Any]] = {
+    "modernbert-tiny": dict(num_hidden_layers=3, hidden_size=128, num_attention_heads=2,
+                            intermediate_size=256, vocab_size=8192, sliding_window=32,
+                            max_position_embeddings=512, pad_token_id=0),
+    "modernbert-base": dict(num_hidden_layers=22, hidden_size=768, num_attention_heads=12,
+                            intermediate_size=1152, vocab_size=50368, pad_token_id=50283),
+    "modernbert-large": dict(num_hidden_layers=28, hidden_size=1024, num_attention_heads=16,
+                             intermediate_size=2624, vocab_size=50368, pad_token_id=50283),
+}
+
+
+def modern_config(preset: str, **overrides: Any) -> BertConfig:
+  """A ModernBERT-shaped `preset` (modernbert-tiny/base/large), with overrides."""
+  if preset not in MODERN_PRESETS:
+    raise ValueError(f"unknown modern preset {preset!r}; known presets: {list(MODERN_PRESETS)}")
+  return BertConfig().replace(**{**_MODERN_ARCHITECTURE, **MODERN_PRESETS[preset], **overrides})
+
+
+def preset_config(preset: str, **overrides: Any) -> BertConfig:
+  """Any preset by name: BERT's (`PRESETS`) or a modern one (`MODERN_PRESETS`)."""
+  if preset in MODERN_PRESETS:
+    return modern_config(preset, **overrides)
+  return bert_config(preset, **overrides)
+
+
 def _init(config: BertConfig, *axes: str):
   return nn.with_logical_partitioning(
       nn.initializers.truncated_normal(stddev=config.initializer_range), axes)
@@ -126,16 +247,22 @@ def _dtypes(config: BertConfig) -> dict[str, Any]:
   return dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
 
 
-def _dense(config: BertConfig, features: int, in_axis: str, out_axis: str, name: str) -> nn.Dense:
+def _dense(config: BertConfig, features: int, in_axis: str, out_axis: str, name: str,
+           use_bias: bool = True) -> nn.Dense:
+  """A dense layer; `use_bias` False drops the bias (with config.use_bias False too)."""
   return nn.Dense(features, kernel_init=_init(config, in_axis, out_axis),
-                  bias_init=_zeros(out_axis), name=name, **_dtypes(config))
+                  bias_init=_zeros(out_axis), name=name, use_bias=use_bias, **_dtypes(config))
 
 
-def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:
+def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> nn.Module:
+  """LayerNorm (bias per config.norm_bias) or RMSNorm, over the model width."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (partitioning.EMBED,))
+  if config.norm_type == "rmsnorm":
+    return nn.RMSNorm(epsilon=config.layer_norm_eps, name=name, scale_init=scale_init,
+                      **_dtypes(config))
   return nn.LayerNorm(
-      epsilon=config.layer_norm_eps, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (partitioning.EMBED,)),
-      bias_init=_zeros(partitioning.EMBED), **_dtypes(config))
+      epsilon=config.layer_norm_eps, name=name, use_bias=config.norm_bias,
+      scale_init=scale_init, bias_init=_zeros(partitioning.EMBED), **_dtypes(config))
 
 
 class DenseND(nn.Module):
@@ -156,10 +283,12 @@ class DenseND(nn.Module):
     dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     kernel = self.param("kernel", _init(cfg, *self.in_axes, *self.out_axes),
                         self.in_features + self.out_features, param_dtype)
-    bias = self.param("bias", _zeros(*self.out_axes), self.out_features, param_dtype)
     n_in = len(self.in_features)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
+    if not cfg.use_bias:
+      return y
+    bias = self.param("bias", _zeros(*self.out_axes), self.out_features, param_dtype)
     return y + bias.astype(dtype)
 
 
@@ -168,20 +297,26 @@ def _constrain(x: jax.Array, *axes: str) -> jax.Array:
 
 
 class BertEmbeddings(nn.Module):
-  """Word + learned position + token type embeddings, LayerNorm, dropout."""
+  """Word + learned position + token type embeddings, LayerNorm, dropout.
+
+  Without learned positions (position_embedding_type='none': RoPE) or token types
+  (type_vocab_size=0) those tables do not exist.
+  """
   config: BertConfig
 
   def setup(self):
     cfg = self.config
     self.word_embeddings = nn.Embed(
-        cfg.vocab_size, cfg.hidden_size,
-        embedding_init=_init(cfg, partitioning.VOCAB, partitioning.EMBED), **_dtypes(cfg))
-    self.position_embeddings = nn.Embed(
-        cfg.max_position_embeddings, cfg.hidden_size,
-        embedding_init=_init(cfg, partitioning.POSITION, partitioning.EMBED), **_dtypes(cfg))
-    self.token_type_embeddings = nn.Embed(
-        cfg.type_vocab_size, cfg.hidden_size,
-        embedding_init=_init(cfg, partitioning.TOKEN_TYPE, partitioning.EMBED), **_dtypes(cfg))
+        cfg.padded_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, partitioning.VOCAB, partitioning.EMBED),
+        **_dtypes(cfg))
+    if cfg.position_embedding_type == "absolute":
+      self.position_embeddings = nn.Embed(
+          cfg.max_position_embeddings, cfg.hidden_size,
+          embedding_init=_init(cfg, partitioning.POSITION, partitioning.EMBED), **_dtypes(cfg))
+    if cfg.type_vocab_size:
+      self.token_type_embeddings = nn.Embed(
+          cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, partitioning.TOKEN_TYPE, partitioning.EMBED),
+          **_dtypes(cfg))
     self.LayerNorm = _layer_norm(cfg)  # pylint: disable=invalid-name
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -192,12 +327,14 @@ class BertEmbeddings(nn.Module):
       raise ValueError(
           f"sequence length {length} exceeds max_position_embeddings "
           f"({self.config.max_position_embeddings})")
-    if position_ids is None:
-      positions = self._lookup(self.position_embeddings, jnp.arange(length))[None]
-    else:
-      positions = self._lookup(self.position_embeddings, position_ids)
-    x = (self._lookup(self.word_embeddings, input_ids) + positions
-         + self._lookup(self.token_type_embeddings, token_type_ids))
+    x = self._lookup(self.word_embeddings, input_ids)
+    if self.config.position_embedding_type == "absolute":
+      if position_ids is None:
+        x = x + self._lookup(self.position_embeddings, jnp.arange(length))[None]
+      else:
+        x = x + self._lookup(self.position_embeddings, position_ids)
+    if self.config.type_vocab_size:
+      x = x + self._lookup(self.token_type_embeddings, token_type_ids)
     x = self.LayerNorm(x)
     x = self.dropout(x, deterministic=deterministic)
     return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
@@ -240,37 +377,128 @@ def fused_attention(q, k, v, mask, implementation: str | None = "cudnn"):
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
+def local_attention(q, k, v, q_segment, k_segment, half_window: int, dropout=None):
+  """Sliding-window attention whose cost grows with the window, not the sequence.
+
+  Query i attends key j iff |i - j| <= half_window and q_segment[i] == k_segment[j]
+  (segments [B, L] int: the instance ids of packed rows, or 1 for every query and
+  the attention mask for keys). The sequence is cut into blocks of `half_window`
+  tokens; a query block can only reach its own block and the two next to it, so
+  the scores are [B, N, L / c, c, 3c] with c = half_window: linear in L. Same
+  layout, float32 softmax and dropout hook as `_xla_attention`.
+  """
+  b, length, n, d = q.shape
+  c = max(half_window, 1)
+  nb = -(-length // c)
+  pad = nb * c - length
+
+  def blocks(x, fill):
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+    return x.reshape((b, nb, c) + x.shape[2:])
+
+  def neighbours(xb, fill):
+    # [B, nb, c, ...] -> [B, nb, 3c, ...]: blocks i-1, i, i+1 side by side.
+    edge = jnp.full_like(xb[:, :1], fill)
+    prev = jnp.concatenate([edge, xb[:, :-1]], axis=1)
+    nxt = jnp.concatenate([xb[:, 1:], edge], axis=1)
+    return jnp.concatenate([prev, xb, nxt], axis=2)
+
+  qb = blocks(q * jnp.asarray(d ** -0.5, q.dtype), 0)
+  kn, vn = neighbours(blocks(k, 0), 0), neighbours(blocks(v, 0), 0)
+  # Padding and out-of-range neighbours get segments that match nothing.
+  qs = blocks(q_segment.astype(jnp.int32), -1)
+  ks = neighbours(blocks(k_segment.astype(jnp.int32), -2), -2)
+  q_pos = jnp.arange(nb * c).reshape(nb, c)
+  k_pos = q_pos[:, :1] - c + jnp.arange(3 * c)[None]
+  band = jnp.abs(q_pos[:, :, None] - k_pos[:, None, :]) <= half_window
+  mask = band[None] & (qs[:, :, :, None] == ks[:, :, None, :])  # [B, nb, c, 3c]
+  logits = jnp.einsum("bxqnd,bxknd->bnxqk", qb, kn)
+  logits = jnp.where(mask[:, None], logits.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+  if dropout is not None:
+    probs = dropout(probs)
+  out = jnp.einsum("bnxqk,bxknd->bxqnd", probs, vn).reshape(b, nb * c, n, d)
+  return out[:, :length]
+
+
+def band_mask(q_segment, k_segment, half_window: int) -> jax.Array:
+  """The [B, 1, L, L] boolean mask `local_attention` applies, for a full attention."""
+  length = q_segment.shape[-1]
+  pos = jnp.arange(length)
+  band = jnp.abs(pos[:, None] - pos[None, :]) <= half_window
+  return (band[None] & (q_segment[:, :, None] == k_segment[:, None, :]))[:, None]
+
+
+def rope_tables(position_ids: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos, sin [B, L, 1, D] (float32) of rotary embeddings at `position_ids` [B or 1, L].
+
+  The rotate-half layout (dimension i pairs with i + D/2), as transformers' Llama /
+  ModernBERT; frequencies theta^(-2i/D).
+  """
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotates x [B, L, N, D] by the (cos, sin) of `rope_tables`, in float32."""
+  cos, sin = rope
+  xf = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  return (xf * cos + rotated * sin).astype(x.dtype)
+
+
 class BertSelfAttention(nn.Module):
+  """Multi-head self-attention; `local` layers attend a sliding window (see `local_attention`)."""
   config: BertConfig
+  local: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool):
+  def __call__(self, x, ctx, *, deterministic: bool):
     cfg = self.config
     heads, head_dim = cfg.num_attention_heads, cfg.head_dim
 
     def project(name):
-      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (partitioning.EMBED,),
-                  (partitioning.HEADS, partitioning.KV), name=name)(x)
-      return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS,
-                        partitioning.ACT_KV)
+      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (partitioning.EMBED,), (partitioning.HEADS, partitioning.KV),
+                  name=name)(x)
+      return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS, partitioning.ACT_KV)
 
     q, k, v = project("query"), project("key"), project("value")
+    rope = ctx.get("rope_local" if self.local else "rope_global")
+    if rope is not None:
+      q, k = apply_rope(q, rope), apply_rope(k, rope)
     if cfg.attention_impl == "cudnn":
       if not deterministic and cfg.attention_probs_dropout_prob > 0:
         raise ValueError(
             "attention_impl='cudnn' has no attention-probability dropout; set "
             "attention_probs_dropout_prob=0.0 to train with it (or use attention_impl='xla')")
-      out = fused_attention(q, k, v, mask, implementation="cudnn")
+      out = self._fused(q, k, v, ctx)
     else:
       dropout = functools.partial(nn.Dropout(cfg.attention_probs_dropout_prob),
                                   deterministic=deterministic)
-      out = _xla_attention(q, k, v, mask, dropout)
-    return _constrain(out, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS,
-                      partitioning.ACT_KV)
+      if self.local:
+        out = local_attention(q, k, v, ctx["q_segment"], ctx["k_segment"],
+                              cfg.sliding_window // 2, dropout)
+      else:
+        out = _xla_attention(q, k, v, ctx["mask"], dropout)
+    return _constrain(out, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS, partitioning.ACT_KV)
+
+  def _fused(self, q, k, v, ctx):
+    if not self.local:
+      return fused_attention(q, k, v, ctx["mask"], implementation="cudnn")
+    # The fused kernel's own window: (left, right) offsets, inclusive.
+    half = self.config.sliding_window // 2
+    return jax.nn.dot_product_attention(q, k, v, mask=ctx["mask"], local_window_size=(half, half),
+                                        implementation="cudnn")
 
 
 class BertSelfOutput(nn.Module):
-  """Output projection of the attention (or the MLP), dropout, residual, post-LayerNorm."""
+  """Output projection of the attention (or the MLP), dropout, residual, post-LayerNorm.
+
+  With config.prenorm the block's norm sits before it (in `BertLayer`), not here.
+  """
   config: BertConfig
   in_features: tuple[int, ...]
   in_axes: tuple[str, ...]
@@ -278,48 +506,69 @@ class BertSelfOutput(nn.Module):
   @nn.compact
   def __call__(self, x, residual, *, deterministic: bool):
     cfg = self.config
-    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (partitioning.EMBED,),
-                name="dense")(x)
+    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (partitioning.EMBED,), name="dense")(x)
     x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
-    x = _layer_norm(cfg)(x + residual)
+    x = x + residual
+    if not cfg.prenorm:
+      x = _layer_norm(cfg)(x)
     return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
 
 
 class BertAttention(nn.Module):
+  """Self-attention on `x`, output projection, residual onto `residual` (default: x)."""
   config: BertConfig
+  local: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool):
-    y = BertSelfAttention(self.config, name="self")(x, mask, deterministic=deterministic)
+  def __call__(self, x, ctx, *, deterministic: bool, residual=None):
+    y = BertSelfAttention(self.config, self.local, name="self")(x, ctx, deterministic=deterministic)
     return BertSelfOutput(
-        self.config, (self.config.num_attention_heads, self.config.head_dim),
-        (partitioning.HEADS, partitioning.KV), name="output")(
-        y, x, deterministic=deterministic)
+        self.config, (self.config.num_attention_heads, self.config.head_dim), (partitioning.HEADS, partitioning.KV),
+        name="output")(
+        y, x if residual is None else residual, deterministic=deterministic)
 
 
 class BertIntermediate(nn.Module):
+  """act(x W) or, with ffn_type='glu', act(x W) * (x W_gate) (GeGLU / SwiGLU)."""
   config: BertConfig
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "dense")(x)
-    x = _ACTIVATIONS[cfg.hidden_act](x)
-    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_MLP)
+    y = _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "dense", cfg.use_bias)(x)
+    y = _ACTIVATIONS[cfg.hidden_act](y)
+    if cfg.ffn_type == "glu":
+      y = y * _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "gate", cfg.use_bias)(x)
+    return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_MLP)
 
 
 class BertLayer(nn.Module):
-  """One post-LayerNorm transformer block; (carry, mask) -> (carry, None) for nn.scan."""
+  """One transformer block; (carry, ctx) -> (carry, None) for nn.scan.
+
+  Post-LayerNorm (BERT) by default; with config.prenorm, x + attn(norm(x)) then
+  x + ffn(norm(x)), where layer 0 has no attention norm (the embedding norm
+  precedes it), as ModernBERT. `ctx` holds the masks and rotary tables
+  (`BertModel._attention_context`).
+  """
   config: BertConfig
   deterministic: bool = True
+  index: int = 0
 
   @nn.compact
-  def __call__(self, x, mask):
-    x = BertAttention(self.config, name="attention")(x, mask, deterministic=self.deterministic)
-    y = BertIntermediate(self.config, name="intermediate")(x)
-    x = BertSelfOutput(
-        self.config, (self.config.intermediate_size,), (partitioning.MLP,), name="output")(
-            y, x, deterministic=self.deterministic)
+  def __call__(self, x, ctx):
+    cfg, det = self.config, self.deterministic
+    local = cfg.is_local_layer(self.index)
+    if not cfg.prenorm:
+      x = BertAttention(cfg, local, name="attention")(x, ctx, deterministic=det)
+      y = BertIntermediate(cfg, name="intermediate")(x)
+      x = BertSelfOutput(cfg, (cfg.intermediate_size,), (partitioning.MLP,), name="output")(
+          y, x, deterministic=det)
+      return x, None
+    h = x if self.index == 0 else _layer_norm(cfg, "attention_norm")(x)
+    x = BertAttention(cfg, local, name="attention")(h, ctx, deterministic=det, residual=x)
+    y = BertIntermediate(cfg, name="intermediate")(_layer_norm(cfg, "mlp_norm")(x))
+    x = BertSelfOutput(cfg, (cfg.intermediate_size,), (partitioning.MLP,), name="output")(
+        y, x, deterministic=det)
     return x, None
 
 
@@ -334,7 +583,7 @@ class BertEncoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool):
+  def __call__(self, x, ctx, *, deterministic: bool):
     cfg = self.config
     layer = BertLayer
     if cfg.remat_policy != "none":
@@ -343,10 +592,12 @@ class BertEncoder(nn.Module):
       stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=nn.broadcast, length=cfg.num_hidden_layers,
                       metadata_params={nn.PARTITION_NAME: partitioning.LAYERS})
-      x, _ = stack(cfg, deterministic, name="layers")(x, mask)
+      x, _ = stack(cfg, deterministic, name="layers")(x, ctx)
       return x
     for i in range(cfg.num_hidden_layers):
-      x, _ = layer(cfg, deterministic, name=f"layer_{i}")(x, mask)
+      x, _ = layer(cfg, deterministic, i, name=f"layer_{i}")(x, ctx)
+    if cfg.prenorm:
+      x = _layer_norm(cfg, "final_norm")(x)
     return x
 
 
@@ -360,8 +611,7 @@ class BertPooler(nn.Module):
     cfg = self.config
     cls = (sequence_output[:, 0] if cls_positions is None
            else gather_positions(sequence_output, cls_positions))
-    dense = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")
-    return jnp.tanh(dense(cls))
+    return jnp.tanh(_dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")(cls))
 
 
 def attention_mask_4d(attention_mask: jax.Array, instance_ids: jax.Array | None = None
@@ -402,10 +652,30 @@ class BertModel(nn.Module):
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
-    mask = attention_mask_4d(attention_mask, instance_ids)
-    x = self.encoder(x, mask, deterministic=deterministic)
+    ctx = self._attention_context(attention_mask, position_ids, instance_ids)
+    x = self.encoder(x, ctx, deterministic=deterministic)
     pooled = self.pooler(x, cls_positions) if self.add_pooling_layer else None
     return x, pooled
+
+  def _attention_context(self, attention_mask, position_ids, instance_ids) -> dict[str, Any]:
+    """What every layer's attention reads: the mask, and for the modern options the
+    segments of the local layers and the rotary tables of each layer kind."""
+    cfg = self.config
+    ctx = {"mask": attention_mask_4d(attention_mask, instance_ids)}
+    if cfg.sliding_window:
+      if instance_ids is None:
+        ctx["q_segment"] = jnp.ones_like(attention_mask, jnp.int32)
+        ctx["k_segment"] = (attention_mask > 0).astype(jnp.int32)
+      else:
+        ctx["q_segment"] = ctx["k_segment"] = instance_ids.astype(jnp.int32)
+    if cfg.rope_theta:
+      positions = (jnp.arange(attention_mask.shape[-1])[None] if position_ids is None
+                   else position_ids)
+      ctx["rope_global"] = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+      if cfg.sliding_window:
+        ctx["rope_local"] = rope_tables(positions, cfg.head_dim,
+                                        cfg.local_rope_theta or cfg.rope_theta)
+    return ctx
 
   def attend(self, x):
     return self.embeddings.attend(x)
@@ -422,7 +692,7 @@ class _PredictionTransform(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")(x)
+    x = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense", cfg.use_bias)(x)
     x = _ACTIVATIONS[cfg.hidden_act](x)
     return _layer_norm(cfg)(x)
 
@@ -435,8 +705,7 @@ class _Predictions(nn.Module):
   def __call__(self, x, attend):
     cfg = self.config
     x = _PredictionTransform(cfg, name="transform")(x)
-    bias = self.param("bias", _zeros(partitioning.VOCAB), (cfg.vocab_size,),
-                      jnp.dtype(cfg.param_dtype))
+    bias = self.param("bias", _zeros(partitioning.VOCAB), (cfg.padded_vocab_size,), jnp.dtype(cfg.param_dtype))
     logits = attend(x) + bias.astype(x.dtype)
     return _constrain(logits, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_VOCAB)
 
@@ -448,8 +717,9 @@ class _PreTrainingHeads(nn.Module):
   @nn.compact
   def __call__(self, sequence, pooled, attend):
     mlm_logits = _Predictions(self.config, name="predictions")(sequence, attend)
-    nsp_logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES,
-                        "seq_relationship")(pooled)
+    if pooled is None:  # MLM only (config.next_sentence_head False)
+      return mlm_logits, None
+    nsp_logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES, "seq_relationship")(pooled)
     return mlm_logits, nsp_logits
 
 
@@ -468,15 +738,37 @@ class BertForPreTraining(nn.Module):
     With masked_lm_positions=None they are [B, L, V] (inference, export checks).
     nsp_logits are [B, 2] (index 0: B follows A). Both in the compute dtype.
     Packed rows (position_ids, instance_ids [B, L], cls_positions [B, K]; see
-    `BertModel`) give nsp_logits [B, K, 2], one per instance slot.
+    `BertModel`) give nsp_logits [B, K, 2], one per instance slot. Without a
+    next-sentence head (config.next_sentence_head False: MLM-only pretraining)
+    there is no pooler and nsp_logits is None.
     """
-    bert = BertModel(self.config, name="bert")
+    bert = BertModel(self.config, add_pooling_layer=self.config.next_sentence_head, name="bert")
     sequence, pooled = bert(input_ids, token_type_ids, attention_mask, deterministic=deterministic,
                             position_ids=position_ids, instance_ids=instance_ids,
                             cls_positions=cls_positions)
     if masked_lm_positions is not None:
       sequence = gather_positions(sequence, masked_lm_positions)
     return _PreTrainingHeads(self.config, name="cls")(sequence, pooled, bert.attend)
+
+
+def _encode_for_task(config: BertConfig, input_ids, token_type_ids, attention_mask,
+                     deterministic: bool, pooled: bool):
+  """The encoder under a task head: (sequence, pooled [CLS] or None).
+
+  BERT: the tanh pooler pools. A ModernBERT-shaped config (`is_modern`) has no pooler;
+  like transformers' ModernBertFor* it runs its prediction head (dense, activation,
+  norm; scope `head`) on the [CLS] state (pooled) or on every token (sequence).
+  Called inside a task module's compact `__call__`, whose scope the modules join.
+  """
+  modern = config.is_modern
+  sequence, pooled_out = BertModel(config, add_pooling_layer=pooled and not modern, name="bert")(
+      input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+  if not modern:
+    return sequence, pooled_out
+  head = _PredictionTransform(config, name="head")
+  if pooled:
+    return sequence, head(sequence[:, 0])
+  return head(sequence), None
 
 
 class BertForSequenceClassification(nn.Module):
@@ -486,11 +778,10 @@ class BertForSequenceClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    _, pooled = BertModel(self.config, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    _, pooled = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                 deterministic, pooled=True)
     pooled = nn.Dropout(self.config.hidden_dropout_prob)(pooled, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES,
-                  "classifier")(pooled)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES, "classifier")(pooled)
 
 
 class BertForTokenClassification(nn.Module):
@@ -500,11 +791,10 @@ class BertForTokenClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                   deterministic, pooled=False)
     sequence = nn.Dropout(self.config.hidden_dropout_prob)(sequence, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES,
-                  "classifier")(sequence)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES, "classifier")(sequence)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -512,16 +802,16 @@ class BertForQuestionAnswering(nn.Module):
 
   Named as transformers' `BertForQuestionAnswering` (`bert` without a pooler,
   `qa_outputs` a Linear(H, 2) whose output 0 is the start, 1 the end logit);
-  like it, no dropout before the head.
+  like it, no dropout before the head. A modern encoder's `head` runs first, as in
+  ModernBertForQuestionAnswering (whose Linear is named `classifier`).
   """
   config: BertConfig
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
-    sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
-    logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES,
-                    "qa_outputs")(sequence)
+    sequence, _ = _encode_for_task(self.config, input_ids, token_type_ids, attention_mask,
+                                   deterministic, pooled=False)
+    logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES, "qa_outputs")(sequence)
     return logits[..., 0], logits[..., 1]
 
 

@@ -85,6 +85,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f"config.max_seq_length={config.max_seq_length} exceeds "
         f"config.model.max_position_embeddings={config.model.max_position_embeddings}")
+  if config.model.get("sliding_window", 0) > config.max_seq_length:
+    raise ValueError(
+        f"config.model.sliding_window={config.model.sliding_window} exceeds "
+        f"config.max_seq_length={config.max_seq_length}: every layer would be global")
   if config.max_predictions_per_seq > config.max_seq_length:
     raise ValueError(
         f"config.max_predictions_per_seq={config.max_predictions_per_seq} exceeds "
@@ -162,23 +166,26 @@ def pretraining_losses(mlm_logits: jax.Array, nsp_logits: jax.Array,
   `num_sequences` counts the real instances.
   """
   mlm_logits = mlm_logits.astype(jnp.float32)
-  nsp_logits = nsp_logits.astype(jnp.float32)
   weights = batch["masked_lm_weights"].astype(jnp.float32)
   ids = batch["masked_lm_ids"]
   mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids)
+  sums = dict(
+      mlm_loss_sum=jnp.sum(mlm_ce * weights),
+      mlm_correct=jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weights),
+      mlm_weight=jnp.sum(weights),
+      num_sequences=num_instances(batch),
+  )
+  if nsp_logits is None:  # MLM-only model (no next-sentence head): the NSP terms are 0
+    return {**sums, "nsp_loss_sum": jnp.zeros((), jnp.float32),
+            "nsp_correct": jnp.zeros((), jnp.float32)}
+  nsp_logits = nsp_logits.astype(jnp.float32)
   nsp_labels = batch["next_sentence_labels"]
   nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, nsp_labels)
   nsp_weights = batch.get("instance_weights")
   nsp_weights = (jnp.ones(nsp_labels.shape, jnp.float32) if nsp_weights is None
                  else nsp_weights.astype(jnp.float32))
-  return dict(
-      mlm_loss_sum=jnp.sum(mlm_ce * weights),
-      mlm_correct=jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weights),
-      mlm_weight=jnp.sum(weights),
-      nsp_loss_sum=jnp.sum(nsp_ce * nsp_weights),
-      nsp_correct=jnp.sum((jnp.argmax(nsp_logits, -1) == nsp_labels) * nsp_weights),
-      num_sequences=num_instances(batch),
-  )
+  return {**sums, "nsp_loss_sum": jnp.sum(nsp_ce * nsp_weights),
+          "nsp_correct": jnp.sum((jnp.argmax(nsp_logits, -1) == nsp_labels) * nsp_weights)}
 
 
 def _apply(model, params, batch, *, deterministic, rng=None):

@@ -23,6 +23,10 @@ def make_pretraining_source(config: ml_collections.ConfigDict,
       raise ValueError("config.data.packing=True packs real instances; it cannot be combined "
                        "with config.data.synthetic=True")
     return synthetic.SyntheticSource.from_config(config, **process)
+  if not config.model.get("next_sentence_head", True) and config.data.pair_mode == "nsp":
+    raise ValueError("config.data.pair_mode='nsp' samples sentence pairs for a next-sentence "
+                     "head, but config.model.next_sentence_head=False (MLM only): set "
+                     "config.data.pair_mode='none'")
   # Imported here so that synthetic runs need no text packages.
   from data_pipeline import pretraining_source
   return pretraining_source.from_config(

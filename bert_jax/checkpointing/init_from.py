@@ -80,9 +80,15 @@ def load_params(path: str, abstract_params: Any) -> tuple[Any, str]:
   lines = layout.mismatches(tree_lib.flatten_with_names(params_meta),
                             tree_lib.flatten_with_names(abstract_params), check_dtype=False)
   if lines:
+    hint = "Set the model fields (--config.model.*) to those of that checkpoint."
+    if any("position_embeddings" in line for line in lines):
+      # Context extension (a longer max_position_embeddings) is the likely intent.
+      hint = ("Learned position embeddings (position_embedding_type='absolute') have one row "
+              "per position and cannot carry over to another max_position_embeddings; context "
+              "extension needs rotary positions (position_embedding_type='none', rope_theta > 0), "
+              "whose parameters do not depend on the length. " + hint)
     raise layout.incompatible_error(
-        f"checkpoint {step_dir} (config.init_from)", lines,
-        "Set the model fields (--config.model.*) to those of that checkpoint.")
+        f"checkpoint {step_dir} (config.init_from)", lines, hint)
   params = _restore_params(checkpointer, step_dir, abstract_params,
                            ocp.checkpoint_utils.construct_restore_args(abstract_params))
   return params, step_dir

@@ -24,11 +24,12 @@ VARIANTS = ("tiny", "bf16", "fp32", "lamb", "packed")
 
 
 def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
-  """Every `BertConfig` field of `preset`, so each one can be overridden by flag."""
+  """Every `BertConfig` field of `preset` (BERT's or a modern one), so each one can be
+  overridden by flag."""
   from bert_jax import model as model_lib
 
   return ml_collections.ConfigDict(
-      dataclasses.asdict(model_lib.bert_config(preset, **overrides)))
+      dataclasses.asdict(model_lib.preset_config(preset, **overrides)))
 
 
 def base_config(preset: str) -> ml_collections.ConfigDict:
@@ -57,15 +58,15 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   # The shapes the model is built for; the source makes batches of these.
   c.max_seq_length = 128
   c.max_predictions_per_seq = 20
-
   # Optimisation.
   c.global_batch_size = 256
   c.num_micro_batches = 1       # gradient accumulation: global batch = M micro-batches
   c.num_train_steps = 1_000_000
   c.learning_rate = 1e-4
   c.warmup_steps = 10_000
-  c.schedule = "linear"         # or "cosine"
-  c.optimizer = "adamw"         # or "lamb"
+  c.schedule = "linear"         # or "cosine", or "wsd" (warmup-stable-decay, 1-sqrt decay)
+  c.decay_fraction = 0.1        # wsd: the share of num_train_steps spent decaying
+  c.optimizer = "adamw"         # or "lamb", or "stableadamw"
   c.weight_decay = 0.01
   c.adam_b1 = 0.9
   c.adam_b2 = 0.999
@@ -90,6 +91,31 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3           # the last K are kept ...
   c.keep_period = 0                # ... and every step divisible by this (> 0) for good
   c.init_from = ""                 # one of our workdirs/checkpoints, or a Hugging Face BERT dir
+  return c
+
+
+def modern_config(preset: str) -> ml_collections.ConfigDict:
+  """ModernBERT's recipe (Warner et al. 2024, phase 1) for a modern `preset`: MLM only at
+  a 30% masking rate (no NSP: pair_mode 'none', no pooler), sequences of 1024 tokens,
+  StableAdamW with a warmup-stable-decay schedule, decoupled weight decay 1e-5."""
+  c = base_config(preset)
+  c.data.pair_mode = "none"
+  c.data.masked_lm_prob = 0.3
+  c.max_seq_length = 1024
+  c.max_predictions_per_seq = 320  # >= 30% of the 1021 maskable tokens of a full row
+  c.optimizer = "stableadamw"
+  c.schedule = "wsd"
+  c.decay_fraction = 0.1
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.98
+  c.adam_eps = 1e-6
+  c.weight_decay = 1e-5
+  c.grad_clip_norm = 0.0   # StableAdamW clips each tensor's update instead
+  c.global_batch_size = 512
+  c.eval_batch_size = 64
+  c.learning_rate = 8e-4
+  c.warmup_steps = 3_000
+  c.num_train_steps = 200_000
   return c
 
 
@@ -124,24 +150,7 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
     raise ValueError(f"unknown config variant(s) {unknown}; known: {VARIANTS}")
   for name in names:
     if name == "tiny":
-      c.model.num_hidden_layers = 2
-      c.model.hidden_size = 64
-      c.model.num_attention_heads = 2
-      c.model.intermediate_size = 256
-      c.model.vocab_size = 512
-      c.model.max_position_embeddings = 64
-      c.max_seq_length = 32
-      c.max_predictions_per_seq = 5
-      c.data.packing_max_instances = 4
-      c.global_batch_size = 16
-      c.eval_batch_size = 16
-      c.num_train_steps = 20
-      c.warmup_steps = 2
-      c.log_every_steps = 5
-      c.eval_every_steps = 10
-      c.num_eval_steps = 2
-      c.learning_rate = 1e-3
-      c.checkpoint_every_steps = 10
+      _tiny(c)
     elif name == "bf16":
       c.model.dtype = "bfloat16"
       c.model.param_dtype = "float32"
@@ -152,3 +161,30 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
     elif name == "packed":
       c.data.packing = True
   return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  c.model.num_hidden_layers = 2
+  c.model.hidden_size = 64
+  c.model.num_attention_heads = 2
+  c.model.intermediate_size = 256
+  c.model.vocab_size = 512
+  c.model.pad_token_id = 0  # our tokenizers' [PAD] (ModernBERT's 50283 is past 512)
+  c.model.max_position_embeddings = 64
+  c.max_seq_length = 32
+  c.max_predictions_per_seq = 5
+  c.data.packing_max_instances = 4
+  c.global_batch_size = 16
+  c.eval_batch_size = 16
+  c.num_train_steps = 20
+  c.warmup_steps = 2
+  c.log_every_steps = 5
+  c.eval_every_steps = 10
+  c.num_eval_steps = 2
+  c.learning_rate = 1e-3
+  c.checkpoint_every_steps = 10
+  if c.model.sliding_window:
+    # Keep the local/global alternation at two layers, with a window inside the row.
+    c.model.sliding_window = 16
+    c.model.global_every = 2
+    c.max_predictions_per_seq = 10  # 30% of a 32-token row

@@ -28,7 +28,8 @@ def checkpoint_labels(directory: str) -> list[str] | None:
   with open(os.path.join(directory, interop.CONFIG_NAME)) as f:
     hf = json.load(f)
   id2label = hf.get("id2label")
-  if not id2label or not any(a.startswith("BertFor") and a != "BertForPreTraining"
+  if not id2label or not any(a.replace("ModernBert", "Bert").startswith("BertFor")
+                             and a not in ("BertForPreTraining", "ModernBertForMaskedLM")
                              for a in hf.get("architectures") or []):
     return None
   return [id2label[str(i)] for i in range(len(id2label))]
@@ -61,7 +62,9 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
     with open(config_path) as f:
       hf = json.load(f)
     names = task.label_names(label_list)
-    hf.update(architectures=[task.hf_architecture],
+    # A modern encoder exports as transformers' ModernBertFor<Task> of the same task.
+    architecture = ("Modern" if hf.get("model_type") == "modernbert" else "") + task.hf_architecture
+    hf.update(architectures=[architecture],
               id2label={str(i): n for i, n in enumerate(names)},
               label2id={n: i for i, n in enumerate(names)})
     if task.problem_type is not None:

@@ -15,7 +15,8 @@ from bert_jax.configs import common
 
 from tests.helpers import REPO
 CONFIG_DIR = os.path.join(REPO, "bert_jax", "configs")
-PRESETS = ("tiny", "mini", "small", "medium", "base", "large")
+PRESETS = ("tiny", "mini", "small", "medium", "base", "large", "modernbert_tiny",
+           "modernbert_base", "modernbert_large")
 REQUIRED = ("data.data_dir", "num_train_steps", "global_batch_size", "max_seq_length",
             "max_predictions_per_seq", "learning_rate", "warmup_steps", "log_every_steps",
             "eval_every_steps", "seed")
@@ -41,7 +42,7 @@ def test_config_parses_and_builds(preset, variant):
   path = os.path.join(CONFIG_DIR, f"{preset}.py") + (f":{variant}" if variant else "")
   config = _parse([f"--config={path}", "--config.num_train_steps=20000"])
   assert config.num_train_steps == 20000
-  assert config.preset == preset
+  assert config.preset == preset.replace("_", "-")
   for field in REQUIRED:
     *parents, leaf = field.split(".")
     node = config
@@ -50,7 +51,7 @@ def test_config_parses_and_builds(preset, variant):
     assert leaf in node
   train.validate_config(config)
   model_config = train.model_config_from(config)
-  expected = model_lib.bert_config(preset)
+  expected = model_lib.preset_config(config.preset)
   if not variant:
     assert (model_config.num_hidden_layers, model_config.hidden_size) == (
         expected.num_hidden_layers, expected.hidden_size)
