@@ -544,7 +544,8 @@ def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, histor
   """What eval_results.json reports besides the history and the files written."""
   train = files.train
   results = dict(task=cfg.task, best_epoch=best.epoch, metric_for_best=cfg.best_metric,
-                 **{f"eval_{k}": v for k, v in best.metrics.items()},
+                 # A scorer's words (QA's "qa_metric": "cmrc") as they are, the numbers as eval_*.
+                 **{k if isinstance(v, str) else f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
                  num_eval_examples=len(files.evaluation) if files.evaluation else 0,
                  trainable_parameters=setup.trainable_count,
@@ -649,7 +650,8 @@ def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
     improved = best is None or value > best.value
     if jax.process_index() == 0:
       print(f"epoch {epoch}: train loss {last_epoch_loss:.4f} | " + " | ".join(
-          f"{k} {v:.4f}" for k, v in metrics.items()) + (" | best so far" if improved else ""),
+          f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+          + (" | best so far" if improved else ""),
             flush=True)
     if improved:
       # A copy: the state's buffers are donated to the next step.

@@ -67,6 +67,7 @@ class QuestionAnsweringText(base.TextTask):
 
   def __init__(self, **options):
     super().__init__(**options)
+    self._said_metric = set()
     o = self.options
     if o.qa_metric not in ("auto", "squad", "cmrc"):
       raise ValueError(f"qa_metric={o.qa_metric!r}: expected 'auto', 'squad' or 'cmrc'")
@@ -106,9 +107,17 @@ class QuestionAnsweringText(base.TextTask):
     return EncodedQA(path, list(qa_file.examples), features.arrays, features, qa_file)
 
   def _metric(self, encoded: EncodedQA) -> str:
+    """The scoring family of `encoded`, said once per file (e.g. `qa metric: cmrc (auto:
+    the contexts are mostly CJK)`), so that a user knows which scores they read."""
     if self.options.qa_metric != "auto":
-      return self.options.qa_metric
-    return auto_metric(e.context for e in encoded.items[:200])
+      metric, why = self.options.qa_metric, "--qa_metric"
+    else:
+      metric = auto_metric(e.context for e in encoded.items[:200])
+      why = "auto: the contexts are " + ("mostly CJK" if metric == "cmrc" else "not mostly CJK")
+    if encoded.path not in self._said_metric:
+      self._said_metric.add(encoded.path)
+      print(f"qa metric: {metric} ({why}; {encoded.path})", flush=True)
+    return metric
 
   def references(self, encoded: EncodedQA) -> QAReferences:
     return QAReferences(squad.gold_answers(encoded.qa_file), self._metric(encoded),

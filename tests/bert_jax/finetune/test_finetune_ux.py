@@ -1,0 +1,66 @@
+"""What a fine-tuning user sees on real-shaped Chinese QA data: the metric family chosen
+and stored, odd rows kept for scoring, train-only runs, the options a fine-tuned model
+directory records and prediction reuses, the [UNK] rate, the checkpoint report."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bert_jax.finetune import loop as finetune
+from tests.helpers import finetune as F
+from tests.helpers import qa as Q
+
+PLACES = ["北京", "上海", "广州", "深圳"]
+FILLER = list("这部电影的故事我们昨天在家里一起看了觉得非常有点")
+QUESTION = "他们在哪里"
+
+
+def _vocab():
+  chars = sorted(set("".join(PLACES + FILLER) + QUESTION + "，。？"))
+  return F.SPECIALS + chars
+
+
+@pytest.fixture(scope="module")
+def zh_dir(tmp_path_factory):
+  """A tiny random checkpoint with a bert-base-chinese-like vocabulary (a token per
+  character)."""
+  directory = Q.random_hf_dir(str(tmp_path_factory.mktemp("zh_qa")))
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(_vocab() + [f"[unused{i}]" for i in range(len(F.WORDS) - len(_vocab())
+                                                               + len(F.SPECIALS))]) + "\n")
+  return directory
+
+
+def zh_paragraphs(n, seed, prefix="Q"):
+  rng = np.random.default_rng(seed)
+  paragraphs = []
+  for i in range(n):
+    chars = [str(c) for c in rng.choice(FILLER, size=int(rng.integers(6, 14)))]
+    place = str(rng.choice(PLACES))
+    at = int(rng.integers(len(chars) + 1))
+    context = "".join(chars[:at]) + place + "".join(chars[at:]) + "。"
+    paragraphs.append({"context": context, "qas": [{
+        "id": f"{prefix}_{i}", "question": QUESTION,
+        "answers": [{"text": place, "answer_start": at}]}]})
+  return paragraphs
+
+
+def _config(tmp_path, init, **kw):
+  base = dict(task="qa", init_from=init, output_dir=str(tmp_path / "out"), max_seq_length=32,
+              doc_stride=16, max_query_length=8, learning_rate=5e-3, num_epochs=1,
+              length_buckets=1, log_every_steps=1000, batch_size=16, eval_batch_size=16)
+  return finetune.FinetuneConfig(**{**base, **kw})
+
+
+def test_qa_metric_family_is_printed_and_stored_with_the_organisers_names(tmp_path, zh_dir,
+                                                                          capsys):
+  train = Q.write_squad(tmp_path / "train.json", zh_paragraphs(32, 0))
+  dev = Q.write_squad(tmp_path / "dev.json", zh_paragraphs(8, 1, "D"))
+  results = F.run(_config(tmp_path, zh_dir, train_file=train, eval_file=dev))
+  assert "qa metric: cmrc (auto: the contexts are mostly CJK" in capsys.readouterr().out
+  stored = F.read_json(tmp_path / "out" / "eval_results.json")
+  assert stored["qa_metric"] == "cmrc" and results["qa_metric"] == "cmrc"
+  assert stored["eval_EM"] == stored["eval_exact"] and stored["eval_F1"] == stored["eval_f1"]
+  assert stored["eval_AVERAGE"] == pytest.approx((stored["eval_EM"] + stored["eval_F1"]) / 2)
+  assert stored["history"][0]["qa_metric"] == "cmrc"
