@@ -439,10 +439,9 @@ class Files:
 
 
 def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
-  """(BertConfig, NumPy params, tokenizer) of `cfg.init_from`, checked against each
-  other and against `cfg.max_seq_length`."""
+  """(BertConfig, NumPy params, tokenizer, load report) of `cfg.init_from`, checked
+  against each other and against `cfg.max_seq_length`."""
   bert_config, pretrained, report = interop.load_hf_with_report(cfg.init_from, dtype=cfg.dtype)
-  logging.info("%s", report)
   try:
     tokenizer = text.load_tokenizer(cfg.init_from)
   except ValueError as e:
@@ -454,7 +453,20 @@ def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
   if cfg.max_seq_length > bert_config.max_position_embeddings:
     raise ValueError(f"max_seq_length={cfg.max_seq_length} exceeds the checkpoint's "
                      f"max_position_embeddings={bert_config.max_position_embeddings}")
-  return bert_config, pretrained, tokenizer
+  return bert_config, pretrained, tokenizer, report
+
+
+def _log_load_report(report: interop.LoadReport, setup: Setup) -> None:
+  """The checkpoint's load report, once the task head is settled: a head that the task
+  took from the checkpoint (`head_from_hf`) is used, so it is said so, not listed among
+  the ignored keys."""
+  head = setup.task.head_name
+  if any(path[0] == head for path in setup.loaded):
+    report = dataclasses.replace(
+        report, ignored=tuple(k for k in report.ignored if k.split(".")[0] != head))
+    logging.info("%s\n  task head %s: loaded from the checkpoint", report, head)
+  else:
+    logging.info("%s", report)
 
 
 def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_labels) -> Files:
@@ -504,10 +516,11 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   for name in ("batch_size", "eval_batch_size"):
     partitioning.check_batch_fits_mesh(f"{name}={getattr(cfg, name)}", getattr(cfg, name), mesh)
-  bert_config, pretrained, tokenizer = _load_checkpoint(cfg, text)
+  bert_config, pretrained, tokenizer, report = _load_checkpoint(cfg, text)
   checkpoint_labels = finetune_export.checkpoint_labels(cfg.init_from)
   files = _read_files(cfg, text, tokenizer, checkpoint_labels)
   setup = _setup_for(cfg, mesh, bert_config, pretrained, checkpoint_labels, files)
+  _log_load_report(report, setup)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
   # A finished run's results must not survive into a new run that then fails.

@@ -1,7 +1,10 @@
 """What a fine-tuning user sees on real-shaped Chinese QA data: the metric family chosen
 and stored, odd rows kept for scoring, train-only runs, the options a fine-tuned model
 directory records and prediction reuses, the [UNK] rate, the checkpoint report."""
+import contextlib
+import io
 import json
+import logging
 import os
 
 import numpy as np
@@ -53,14 +56,36 @@ def _config(tmp_path, init, **kw):
   return finetune.FinetuneConfig(**{**base, **kw})
 
 
-def test_qa_metric_family_is_printed_and_stored_with_the_organisers_names(tmp_path, zh_dir,
-                                                                          capsys):
-  train = Q.write_squad(tmp_path / "train.json", zh_paragraphs(32, 0))
-  dev = Q.write_squad(tmp_path / "dev.json", zh_paragraphs(8, 1, "D"))
-  results = F.run(_config(tmp_path, zh_dir, train_file=train, eval_file=dev))
-  assert "qa metric: cmrc (auto: the contexts are mostly CJK" in capsys.readouterr().out
-  stored = F.read_json(tmp_path / "out" / "eval_results.json")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, zh_dir):
+  """A Chinese QA model fine-tuned with non-default windows: (directory, results, stdout)."""
+  tmp = tmp_path_factory.mktemp("zh_trained")
+  train = Q.write_squad(tmp / "train.json", zh_paragraphs(32, 0))
+  dev = Q.write_squad(tmp / "dev.json", zh_paragraphs(8, 1, "D"))
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    results = F.run(_config(tmp, zh_dir, train_file=train, eval_file=dev))
+  return tmp, results, out.getvalue()
+
+
+def test_qa_metric_family_is_printed_and_stored_with_the_organisers_names(trained):
+  tmp, results, stdout = trained
+  assert "qa metric: cmrc (auto: the contexts are mostly CJK" in stdout
+  stored = F.read_json(tmp / "out" / "eval_results.json")
   assert stored["qa_metric"] == "cmrc" and results["qa_metric"] == "cmrc"
   assert stored["eval_EM"] == stored["eval_exact"] and stored["eval_F1"] == stored["eval_f1"]
   assert stored["eval_AVERAGE"] == pytest.approx((stored["eval_EM"] + stored["eval_F1"]) / 2)
   assert stored["history"][0]["qa_metric"] == "cmrc"
+
+
+def test_predicting_reports_the_task_head_as_loaded_not_ignored(trained, tmp_path, caplog):
+  tmp, _, _ = trained
+  questions = tmp_path / "q.jsonl"
+  questions.write_text(json.dumps({"id": "x", "question": QUESTION,
+                                   "context": "我们昨天在北京看了电影。"}, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+  caplog.set_level(logging.INFO)
+  F.run(_config(tmp_path, str(tmp / "out" / "best_model"), predict_file=str(questions)))
+  text = caplog.text
+  assert "loaded " in text and "task head qa_outputs: loaded from the checkpoint" in text
+  assert "ignored checkpoint keys" not in text and "qa_outputs.weight" not in text
