@@ -40,7 +40,8 @@ class FinetuneConfig:
                            required=True)
   train_file: str | None = _field(None, "CSV/TSV/JSONL, or CoNLL/JSONL for NER. None: "
                                   "evaluate / predict with init_from's head.")
-  eval_file: str | None = _field(None, "Labelled evaluation file (same format).")
+  eval_file: str | None = _field(None, "Labelled evaluation file (same format); the best epoch "
+                                 "is chosen on it. None: train only, the last epoch is kept.")
   predict_file: str | None = _field(None, "Unlabelled input to label.")
   text_column: str = _field("sentence", "Column of the (first) text.", text=True)
   text_pair_column: str | None = _field(None, "Column of the second text, for pairs.",
@@ -108,10 +109,8 @@ class FinetuneConfig:
     task = tasks_lib.get(self.task)
     resolved = self.with_task_defaults()
     if self.train_file is None and self.eval_file is None and self.predict_file is None:
-      raise ValueError("nothing to do: give a train_file (with an eval_file), an eval_file or a "
-                       "predict_file")
-    if self.train_file is not None and self.eval_file is None:
-      raise ValueError("training needs an eval_file: the best epoch is chosen on it")
+      raise ValueError("nothing to do: give a train_file (with an eval_file to choose the best "
+                       "epoch), an eval_file or a predict_file")
     for name in (f.name for f in dataclasses.fields(self) if f.metadata.get("positive")):
       if int(getattr(resolved, name)) <= 0:
         raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")

@@ -5,7 +5,8 @@ encoder, and the pooler when present; the task head starts fresh unless the
 directory is one of our fine-tuned exports with the same labels), trains with
 BERT's fine-tuning recipe (AdamW from `optim`, linear warmup over 10% of the steps
 then linear decay, batch 32, 3 epochs, clipping at 1.0) data-parallel on the
-`data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model.
+`data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model
+(without an eval file: trains the epochs and keeps the last one, no best-epoch choice).
 
 What is trained: everything (full fine-tuning), or with `lora_rank > 0` LoRA
 adapters on the attention query and value projections plus whatever the
@@ -556,7 +557,9 @@ def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, histor
              train_loss: float | None) -> dict:
   """What eval_results.json reports besides the history and the files written."""
   train = files.train
-  results = dict(task=cfg.task, best_epoch=best.epoch, metric_for_best=cfg.best_metric,
+  chosen = files.train is None or files.evaluation is not None  # train-only: no best epoch
+  results = dict(task=cfg.task, best_epoch=best.epoch,
+                 metric_for_best=cfg.best_metric if chosen else None,
                  # A scorer's words (QA's "qa_metric": "cmrc") as they are, the numbers as eval_*.
                  **{k if isinstance(v, str) else f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
@@ -636,7 +639,8 @@ def _train_epoch(cfg: FinetuneConfig, setup: Setup, state: FinetuneState, files:
 
 def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
            save: Callable[[Any], None]) -> tuple[list[dict], Best, float]:
-  """The epochs: steps, then an evaluation; the best epoch's model passed to `save`."""
+  """The epochs: steps, then an evaluation; the best epoch's model passed to `save`
+  (without an eval file: no evaluation, the last epoch's model)."""
   state = setup.state
   history, best = [], None
   step, start = 0, time.perf_counter()
@@ -653,12 +657,16 @@ def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
     train_seconds = time.perf_counter() - epoch_start
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
+    record = dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
+                  train_seconds=train_seconds, train_samples_per_second=rows / train_seconds)
+    if files.evaluation is None:
+      history.append(record)
+      _say(f"epoch {epoch}: train loss {last_epoch_loss:.4f}")
+      continue
     predictions, metrics, table = evaluate(setup, state.params, files.evaluation, text,
                                            files.label_list, cfg.eval_batch_size,
                                            cfg.length_buckets)
-    history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
-                        train_seconds=train_seconds,
-                        train_samples_per_second=rows / train_seconds, **metrics))
+    history.append({**record, **metrics})
     value = metrics[cfg.best_metric]
     improved = best is None or value > best.value
     if jax.process_index() == 0:
@@ -671,4 +679,15 @@ def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
       kept = jax.tree.map(jnp.copy, state.params)
       best = Best(value, epoch, kept, predictions, metrics, table)
       save(kept)
+  if files.evaluation is None:
+    # Train-only: nothing to choose the best epoch on; the last one is the model.
+    best = Best(None, cfg.num_epochs, state.params, None, {}, "")
+    save(state.params)
+    _say(f"no eval_file: trained {cfg.num_epochs} epoch(s) without evaluation; best_model is "
+         "the last epoch's model (no best-epoch selection)")
   return history, best, last_epoch_loss
+
+
+def _say(line: str) -> None:
+  if jax.process_index() == 0:
+    print(line, flush=True)

@@ -89,3 +89,17 @@ def test_predicting_reports_the_task_head_as_loaded_not_ignored(trained, tmp_pat
   text = caplog.text
   assert "loaded " in text and "task head qa_outputs: loaded from the checkpoint" in text
   assert "ignored checkpoint keys" not in text and "qa_outputs.weight" not in text
+
+
+def test_train_only_fine_tuning_keeps_the_last_epoch(tmp_path, zh_dir, capsys):
+  """No eval file: the epochs run, the last epoch's model is best_model, said so."""
+  train = Q.write_squad(tmp_path / "train.json", zh_paragraphs(16, 2))
+  results = F.run(_config(tmp_path, zh_dir, train_file=train, num_epochs=2))
+  assert "no eval_file: trained 2 epoch(s) without evaluation" in capsys.readouterr().out
+  out = tmp_path / "out"
+  stored = F.read_json(out / "eval_results.json")
+  assert stored["best_epoch"] == 2 and stored["metric_for_best"] is None
+  assert not [k for k in stored if k.startswith("eval_")]
+  assert [h["epoch"] for h in results["history"]] == [1, 2]
+  assert (out / "best_model" / "model.safetensors").exists()
+  assert F.read_json(out / "best_model" / "finetune.json")["task"] == "qa"
