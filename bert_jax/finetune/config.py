@@ -18,6 +18,9 @@ from bert_jax.finetune import lora
 from bert_jax.finetune import tasks as tasks_lib
 
 TASKS = tasks_lib.NAMES
+# Besides the `text=True` fields and the labels, what a fine-tuned model directory
+# records of its task (`FinetuneConfig.model_options`).
+MODEL_OPTIONS = ("max_seq_length", "metric_for_best")
 # FinetuneConfig fields that default to None take the task's `defaults`, else these.
 _GENERIC_DEFAULTS = {"max_seq_length": 128, "num_epochs": 3}
 
@@ -128,6 +131,31 @@ class FinetuneConfig:
   @property
   def best_metric(self) -> str:
     return self.metric_for_best or tasks_lib.get(self.task).default_metric
+
+  def model_options(self) -> dict:
+    """What a fine-tuned model directory records of its task (finetune.json's "options"):
+    the text side's reading options (QA windows, columns, qa_metric), the label set,
+    max_seq_length and the metric; a prediction from that directory reuses them
+    (`with_model_options`)."""
+    options = {name: getattr(self, name) for name in MODEL_OPTIONS}
+    return {**options, **self.text_options(),
+            "labels": None if self.labels is None else list(self.labels)}
+
+  def with_model_options(self, recorded: dict, given) -> tuple["FinetuneConfig", list[str]]:
+    """(this config with `recorded` (a model directory's `model_options`) in the fields
+    the user did not give (`given`: names set explicitly), the names taken). Only for a
+    run that does not train: a new training chooses its own options."""
+    if self.train_file is not None or not recorded:
+      return self, []
+    fields = {f.name for f in dataclasses.fields(self)}
+    taken = {}
+    for name, value in recorded.items():
+      if name in fields and name not in given and value is not None:
+        current = getattr(self, name)
+        value = tuple(value) if isinstance(value, list) else value
+        if value != current:
+          taken[name] = value
+    return dataclasses.replace(self, **taken), sorted(taken)
 
   def text_options(self) -> dict:
     """The text side's reading options: every field tagged `text=True`."""

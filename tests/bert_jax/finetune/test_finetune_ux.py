@@ -103,3 +103,41 @@ def test_train_only_fine_tuning_keeps_the_last_epoch(tmp_path, zh_dir, capsys):
   assert [h["epoch"] for h in results["history"]] == [1, 2]
   assert (out / "best_model" / "model.safetensors").exists()
   assert F.read_json(out / "best_model" / "finetune.json")["task"] == "qa"
+
+
+def test_prediction_takes_the_model_directorys_recorded_options(trained, tmp_path, capsys):
+  """best_model/finetune.json records the QA windows, max length and metric; predicting
+  from it without --train_file uses them where no flag is given, and says which."""
+  from absl import flags
+
+  from launch import finetune as launcher
+
+  tmp, _, _ = trained
+  best = str(tmp / "out" / "best_model")
+  options = F.read_json(tmp / "out" / "best_model" / "finetune.json")["options"]
+  assert options["doc_stride"] == 16 and options["max_seq_length"] == 32
+  assert options["max_query_length"] == 8 and options["qa_metric"] == "auto"
+  assert options["n_best_size"] == 20 and options["metric_for_best"] == "f1"
+  questions = tmp_path / "q.jsonl"
+  questions.write_text(json.dumps({"id": "x", "question": QUESTION,
+                                   "context": "我们昨天在上海看了电影。"}, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+  argv = ["finetune", "--task=qa", f"--init_from={best}", f"--predict_file={questions}",
+          f"--output_dir={tmp_path / 'out'}", "--max_query_length=6", "--length_buckets=1"]
+  flags.FLAGS(argv)
+  try:
+    cfg = launcher.config_from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+  line = capsys.readouterr().out
+  assert f"options from {best}/finetune.json" in line
+  assert "doc_stride=16" in line and "max_seq_length=32" in line
+  assert "max_query_length" not in line  # given explicitly
+  assert (cfg.doc_stride, cfg.max_seq_length, cfg.max_query_length) == (16, 32, 6)
+  # The QA default (384 tokens) would not even fit this model's 64 positions.
+  results = F.run(cfg)
+  assert set(F.read_json(tmp_path / "out" / "predictions.json")) == {"x"}
+  assert results["task"] == "qa"
+  # A training run chooses its own options.
+  train_cfg = _config(tmp_path, best, train_file="t.json", doc_stride=128)
+  assert train_cfg.with_model_options(options, set()) == (train_cfg, [])
