@@ -24,6 +24,8 @@ Outputs in `output_dir` (only process 0 writes):
                         second of training, compilation included, evaluation not: as
                         transformers' Trainer counts them); written last, so its
                         presence means the run finished.
+  skipped_rows.json     per file, the rows not trained on (an empty question, an answer
+                        that does not match its offset): id, place, reason; still scored.
   eval_report.txt       the per-class (per-entity-type) table of the best epoch.
   eval_predictions.*    the best model's predictions on the eval file.
   predictions.*         with `predict_file`: its predicted labels.
@@ -528,6 +530,7 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   results_path = os.path.join(cfg.output_dir, "eval_results.json")
   if jax.process_index() == 0 and os.path.exists(results_path):
     os.remove(results_path)
+  _write_skipped_rows(cfg, text, files)
   best_dir = os.path.join(cfg.output_dir, BEST_MODEL_DIR)
 
   def save(params):
@@ -551,6 +554,20 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   if jax.process_index() == 0:
     fileio.write_json_atomic(results_path, {**results, "history": history}, indent=1)
   return {**results, "history": history}
+
+
+def _write_skipped_rows(cfg: FinetuneConfig, text: TextSide, files: Files) -> None:
+  """skipped_rows.json: per file, the rows left out of training (still scored), each
+  with its id, place and reason (the text side's warning names the first few)."""
+  skipped = {data.path: text.skipped_rows(data) for data in (files.train, files.evaluation)
+             if data is not None and data.labelled}
+  skipped = {path: rows for path, rows in skipped.items() if rows}
+  path = os.path.join(cfg.output_dir, "skipped_rows.json")
+  if jax.process_index() == 0:
+    if skipped:
+      fileio.write_json_atomic(path, skipped, indent=1)
+    elif os.path.exists(path):
+      os.remove(path)  # an earlier run's list
 
 
 def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, history: list[dict],

@@ -70,3 +70,8 @@ class TextTask:
 
   def meta(self) -> Mapping[str, Any]:
     return dict(vars(self.options))
+
+  def skipped_rows(self, encoded) -> list[dict]:
+    """The rows of an encoded file that are not trained on ({id, where, why} each; the
+    loop writes them to skipped_rows.json). Tasks that drop nothing: none."""
+    return []

@@ -141,3 +141,28 @@ def test_prediction_takes_the_model_directorys_recorded_options(trained, tmp_pat
   # A training run chooses its own options.
   train_cfg = _config(tmp_path, best, train_file="t.json", doc_stride=128)
   assert train_cfg.with_model_options(options, set()) == (train_cfg, [])
+
+
+def test_odd_rows_are_listed_left_out_of_training_and_still_scored(tmp_path, zh_dir, caplog):
+  """An empty question (as TRIAL_776_QUERY_4 of the public CMRC 2018 trial file) and an
+  answer that misses its offset stop nothing: a warning with the count and the first
+  ids, every id in skipped_rows.json, and the eval file's odd question is predicted and
+  scored."""
+  train_paragraphs = zh_paragraphs(16, 3)
+  train_paragraphs[2]["qas"][0]["question"] = ""
+  train_paragraphs[5]["qas"][0]["answers"][0]["answer_start"] += 1
+  dev_paragraphs = zh_paragraphs(6, 4, "TRIAL")
+  dev_paragraphs[1]["qas"][0]["question"] = ""
+  train = Q.write_squad(tmp_path / "train.json", train_paragraphs)
+  dev = Q.write_squad(tmp_path / "dev.json", dev_paragraphs)
+  caplog.set_level(logging.WARNING)
+  results = F.run(_config(tmp_path, zh_dir, train_file=train, eval_file=dev))
+  assert "train.json: 2 question(s) left out of training, still scored" in caplog.text
+  assert "Q_2 (empty question)" in caplog.text and "Q_5 (no verified answer" in caplog.text
+  skipped = F.read_json(tmp_path / "out" / "skipped_rows.json")
+  assert [r["id"] for r in skipped[train]] == ["Q_2", "Q_5"]
+  assert skipped[train][0]["where"].endswith("data[0].paragraphs[2].qas[0]")
+  assert [(r["id"], r["why"]) for r in skipped[dev]] == [("TRIAL_1", "empty question")]
+  predictions = F.read_json(tmp_path / "out" / "eval_predictions.json")
+  assert set(predictions) == {f"TRIAL_{i}" for i in range(6)}
+  assert results["num_eval_examples"] == 6 and results["eval_total"] == 6
