@@ -475,7 +475,13 @@ def _log_load_report(report: interop.LoadReport, setup: Setup) -> None:
 def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_labels) -> Files:
   """Reads and encodes the train, eval and predict files that `cfg` names."""
   def encode(path, items):
-    return text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
+    encoded = text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
+    line, high = text.unk_report(encoded, tokenizer)  # a line per file; loud when high
+    if jax.process_index() == 0:
+      print(("warning: " if high else "") + line, flush=True)
+      if high:
+        logging.warning("%s", line)
+    return encoded
 
   train_items = text.read(cfg.train_file, True) if cfg.train_file else None
   label_list = _label_list(cfg, text, train_items, checkpoint_labels)

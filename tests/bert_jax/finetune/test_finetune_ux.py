@@ -166,3 +166,23 @@ def test_odd_rows_are_listed_left_out_of_training_and_still_scored(tmp_path, zh_
   predictions = F.read_json(tmp_path / "out" / "eval_predictions.json")
   assert set(predictions) == {f"TRIAL_{i}" for i in range(6)}
   assert results["num_eval_examples"] == 6 and results["eval_total"] == 6
+
+
+def test_the_unk_rate_of_each_file_is_reported_and_warned_above_prepares_threshold(
+    trained, tmp_path, capsys):
+  """Chinese QA with a vocabulary that covers it: a line per file, ~0% [UNK]; with an
+  English vocabulary (every Chinese character [UNK]): the same line, as a warning."""
+  from data_pipeline.text import tokenizer as tokenizer_lib
+
+  tmp, _, stdout = trained
+  for name in ("train.json", "dev.json"):
+    assert f"{tmp / name}: 0.00% of " in stdout
+  assert "warning:" not in stdout
+  train = Q.write_squad(tmp_path / "train.json", zh_paragraphs(8, 5))
+  english = Q.random_hf_dir(str(tmp_path / "en"))
+  F.run(_config(tmp_path, english, train_file=train))
+  lines = [ln for ln in capsys.readouterr().out.splitlines() if "[UNK]" in ln]
+  assert len(lines) == 1 and lines[0].startswith(f"warning: {train}: ")
+  rate = float(lines[0].split(": ")[2].split("%")[0]) / 100
+  assert rate > 0.9 > tokenizer_lib.UNK_RATE_WARNING
+  assert f"(more than {tokenizer_lib.UNK_RATE_WARNING:.0%})" in lines[0]
