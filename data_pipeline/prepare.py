@@ -36,6 +36,7 @@ from data_pipeline import fileio
 from data_pipeline import records
 from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
+from data_pipeline.text import tokenizer as tokenizer_lib
 from data_pipeline.text.tokenizer import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -43,7 +44,7 @@ FORMAT = "bert-jax-tokenized-documents"
 # 3: optional word-start bits in the tokens, text rules, [UNK] rate; 2: token pages
 # (records.py); 1: one record per document.
 FORMAT_VERSION = 3
-UNK_RATE_WARNING = 0.01
+UNK_RATE_WARNING = tokenizer_lib.UNK_RATE_WARNING
 SPLITS = ("train", "eval")
 _DOCS_PER_TASK = 64
 _TASKS_IN_FLIGHT_PER_WORKER = 4

@@ -9,8 +9,9 @@ Exit statuses:
   2  a user error: a bad or missing flag, an unknown config field or a bad config value,
      a missing file or directory, bad data, an incompatible checkpoint (the ValueError /
      FileNotFoundError family the libraries raise for these, CorpusError, DataError,
-     CheckpointError, ... included). One line `error: <message>` on stderr, no traceback;
-     `--verbose` or BERT_JAX_VERBOSE=1 prints the traceback too.
+     CheckpointError, ... included). One line `error: <message>` on stderr, no traceback
+     (an error with `keeps_lines = True`, as an incompatible checkpoint's list of arrays,
+     keeps its message's lines: an item a line); `--verbose` or BERT_JAX_VERBOSE=1 prints the traceback too.
   3  stopped because another process of the same job failed (multi-process runs; that
      process's index and reason are printed, see bert_jax/multihost/job_failure.py).
   130 interrupted (Ctrl-C).
@@ -105,7 +106,13 @@ def _user_error(text: str, error: BaseException | None, argv=None) -> None:
   if error is not None and verbose(argv):
     traceback.print_exception(type(error), error, error.__traceback__)
   line = one_line(text)
-  print(f"error: {line}", file=sys.stderr, flush=True)
+  if getattr(error, "keeps_lines", False):
+    # A list (an incompatible checkpoint's mismatched arrays) is read one item a line:
+    # joined, six shapes on one line are a puzzle. The first line still says it all.
+    lines = [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip()]
+    print("error: " + "\n".join(lines), file=sys.stderr, flush=True)
+  else:
+    print(f"error: {line}", file=sys.stderr, flush=True)
   _stop(USER_ERROR, line)
 
 

@@ -8,6 +8,10 @@ calls `finetune.run`.
       --eval_file=dev.conll --output_dir=/tmp/ner --lora_rank=8
   python -m launch.finetune --task=classification --init_from=/tmp/sst2/best_model \
       --predict_file=test.tsv --output_dir=/tmp/sst2-test       # label new input
+
+Without --train_file, a fine-tuned model directory's recorded task options (finetune.json:
+QA windows, columns, labels, max_seq_length, metric) are used where no flag is given; a
+line names those taken.
   python -m launch.finetune --task=qa --init_from=HF_BERT_DIR --train_file=train-v2.0.json \
       --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
@@ -26,6 +30,7 @@ from absl import logging
 
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune import config as finetune_config
+from bert_jax.finetune import export as finetune_export
 from data_pipeline.finetune import tasks as text_tasks
 from launch import cli
 
@@ -72,7 +77,17 @@ def config_from_flags() -> finetune_config.FinetuneConfig:
     if item_type is not None and value is not None:
       value = tuple(item_type(v) for v in value) if value else None
     values[name] = value
-  return finetune_config.FinetuneConfig(**values)
+  config = finetune_config.FinetuneConfig(**values)
+  # Evaluating / predicting with a fine-tuned model: its recorded task options (QA
+  # windows, labels, max length, metric) unless a flag says otherwise.
+  recorded = (finetune_export.model_options(config.init_from)
+              if config.init_from and config.train_file is None else {})
+  given = {name for name, holder in _FLAGS.items() if holder.present}
+  config, taken = config.with_model_options(recorded, given)
+  if taken:
+    print(f"options from {config.init_from}/{finetune_export.FINETUNE_META} (give a flag to "
+          f"override): " + ", ".join(f"{n}={getattr(config, n)}" for n in taken), flush=True)
+  return config
 
 
 def main(argv):

@@ -30,6 +30,8 @@ class CheckpointError(ValueError):
 
 class IncompatibleCheckpointError(CheckpointError):
   """A checkpoint of another model shape, vocabulary or optimizer."""
+  # Its message lists the mismatched arrays one a line; launch/cli.py prints them so.
+  keeps_lines = True
 
 
 def mismatches(saved: Mapping[str, Any], expected: Mapping[str, Any], *,

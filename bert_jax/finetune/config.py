@@ -18,6 +18,9 @@ from bert_jax.finetune import lora
 from bert_jax.finetune import tasks as tasks_lib
 
 TASKS = tasks_lib.NAMES
+# Besides the `text=True` fields and the labels, what a fine-tuned model directory
+# records of its task (`FinetuneConfig.model_options`).
+MODEL_OPTIONS = ("max_seq_length", "metric_for_best")
 # FinetuneConfig fields that default to None take the task's `defaults`, else these.
 _GENERIC_DEFAULTS = {"max_seq_length": 128, "num_epochs": 3}
 
@@ -40,7 +43,8 @@ class FinetuneConfig:
                            required=True)
   train_file: str | None = _field(None, "CSV/TSV/JSONL, or CoNLL/JSONL for NER. None: "
                                   "evaluate / predict with init_from's head.")
-  eval_file: str | None = _field(None, "Labelled evaluation file (same format).")
+  eval_file: str | None = _field(None, "Labelled evaluation file (same format); the best epoch "
+                                 "is chosen on it. None: train only, the last epoch is kept.")
   predict_file: str | None = _field(None, "Unlabelled input to label.")
   text_column: str = _field("sentence", "Column of the (first) text.", text=True)
   text_pair_column: str | None = _field(None, "Column of the second text, for pairs.",
@@ -108,10 +112,8 @@ class FinetuneConfig:
     task = tasks_lib.get(self.task)
     resolved = self.with_task_defaults()
     if self.train_file is None and self.eval_file is None and self.predict_file is None:
-      raise ValueError("nothing to do: give a train_file (with an eval_file), an eval_file or a "
-                       "predict_file")
-    if self.train_file is not None and self.eval_file is None:
-      raise ValueError("training needs an eval_file: the best epoch is chosen on it")
+      raise ValueError("nothing to do: give a train_file (with an eval_file to choose the best "
+                       "epoch), an eval_file or a predict_file")
     for name in (f.name for f in dataclasses.fields(self) if f.metadata.get("positive")):
       if int(getattr(resolved, name)) <= 0:
         raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
@@ -129,6 +131,31 @@ class FinetuneConfig:
   @property
   def best_metric(self) -> str:
     return self.metric_for_best or tasks_lib.get(self.task).default_metric
+
+  def model_options(self) -> dict:
+    """What a fine-tuned model directory records of its task (finetune.json's "options"):
+    the text side's reading options (QA windows, columns, qa_metric), the label set,
+    max_seq_length and the metric; a prediction from that directory reuses them
+    (`with_model_options`)."""
+    options = {name: getattr(self, name) for name in MODEL_OPTIONS}
+    return {**options, **self.text_options(),
+            "labels": None if self.labels is None else list(self.labels)}
+
+  def with_model_options(self, recorded: dict, given) -> tuple["FinetuneConfig", list[str]]:
+    """(this config with `recorded` (a model directory's `model_options`) in the fields
+    the user did not give (`given`: names set explicitly), the names taken). Only for a
+    run that does not train: a new training chooses its own options."""
+    if self.train_file is not None or not recorded:
+      return self, []
+    fields = {f.name for f in dataclasses.fields(self)}
+    taken = {}
+    for name, value in recorded.items():
+      if name in fields and name not in given and value is not None:
+        current = getattr(self, name)
+        value = tuple(value) if isinstance(value, list) else value
+        if value != current:
+          taken[name] = value
+    return dataclasses.replace(self, **taken), sorted(taken)
 
   def text_options(self) -> dict:
     """The text side's reading options: every field tagged `text=True`."""
@@ -149,6 +176,8 @@ class TextSide(Protocol):
   def decode(self, encoded, row_outputs, label_list) -> Any: ...
   def write_predictions(self, stem, encoded, predictions, label_list) -> str: ...
   def meta(self) -> dict: ...
+  def skipped_rows(self, encoded) -> list[dict]: ...
+  def unk_report(self, encoded, tokenizer) -> tuple[str, bool]: ...
 
 
 class EncodedData(Protocol):

@@ -35,6 +35,21 @@ def checkpoint_labels(directory: str) -> list[str] | None:
   return [id2label[str(i)] for i in range(len(id2label))]
 
 
+def model_options(directory: str) -> dict:
+  """The task options a fine-tuned model directory of ours records (finetune.json's
+  "options"; `FinetuneConfig.model_options`), {} for any other directory."""
+  path = os.path.join(directory, FINETUNE_META)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    try:
+      meta = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: invalid JSON ({e})") from e
+  options = meta.get("options") if isinstance(meta, dict) else None
+  return dict(options) if isinstance(options, dict) else {}
+
+
 def _to_host(tree):
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
@@ -73,5 +88,7 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
     write_tokenizer(tmp)
     meta = dict(task=cfg.task, labels=list(label_list), max_seq_length=cfg.max_seq_length,
                 **(text_meta or {}), lora_rank=cfg.lora_rank,
-                lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0)
+                lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0,
+                options={**cfg.model_options(), "labels": list(label_list) or None,
+                         "metric_for_best": cfg.best_metric})
     fileio.write_json_atomic(os.path.join(tmp, FINETUNE_META), meta, indent=1)

@@ -5,7 +5,8 @@ encoder, and the pooler when present; the task head starts fresh unless the
 directory is one of our fine-tuned exports with the same labels), trains with
 BERT's fine-tuning recipe (AdamW from `optim`, linear warmup over 10% of the steps
 then linear decay, batch 32, 3 epochs, clipping at 1.0) data-parallel on the
-`data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model.
+`data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model
+(without an eval file: trains the epochs and keeps the last one, no best-epoch choice).
 
 What is trained: everything (full fine-tuning), or with `lora_rank > 0` LoRA
 adapters on the attention query and value projections plus whatever the
@@ -23,6 +24,8 @@ Outputs in `output_dir` (only process 0 writes):
                         second of training, compilation included, evaluation not: as
                         transformers' Trainer counts them); written last, so its
                         presence means the run finished.
+  skipped_rows.json     per file, the rows not trained on (an empty question, an answer
+                        that does not match its offset): id, place, reason; still scored.
   eval_report.txt       the per-class (per-entity-type) table of the best epoch.
   eval_predictions.*    the best model's predictions on the eval file.
   predictions.*         with `predict_file`: its predicted labels.
@@ -439,10 +442,9 @@ class Files:
 
 
 def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
-  """(BertConfig, NumPy params, tokenizer) of `cfg.init_from`, checked against each
-  other and against `cfg.max_seq_length`."""
+  """(BertConfig, NumPy params, tokenizer, load report) of `cfg.init_from`, checked
+  against each other and against `cfg.max_seq_length`."""
   bert_config, pretrained, report = interop.load_hf_with_report(cfg.init_from, dtype=cfg.dtype)
-  logging.info("%s", report)
   try:
     tokenizer = text.load_tokenizer(cfg.init_from)
   except ValueError as e:
@@ -454,13 +456,32 @@ def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
   if cfg.max_seq_length > bert_config.max_position_embeddings:
     raise ValueError(f"max_seq_length={cfg.max_seq_length} exceeds the checkpoint's "
                      f"max_position_embeddings={bert_config.max_position_embeddings}")
-  return bert_config, pretrained, tokenizer
+  return bert_config, pretrained, tokenizer, report
+
+
+def _log_load_report(report: interop.LoadReport, setup: Setup) -> None:
+  """The checkpoint's load report, once the task head is settled: a head that the task
+  took from the checkpoint (`head_from_hf`) is used, so it is said so, not listed among
+  the ignored keys."""
+  head = setup.task.head_name
+  if any(path[0] == head for path in setup.loaded):
+    report = dataclasses.replace(
+        report, ignored=tuple(k for k in report.ignored if k.split(".")[0] != head))
+    logging.info("%s\n  task head %s: loaded from the checkpoint", report, head)
+  else:
+    logging.info("%s", report)
 
 
 def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_labels) -> Files:
   """Reads and encodes the train, eval and predict files that `cfg` names."""
   def encode(path, items):
-    return text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
+    encoded = text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
+    line, high = text.unk_report(encoded, tokenizer)  # a line per file; loud when high
+    if jax.process_index() == 0:
+      print(("warning: " if high else "") + line, flush=True)
+      if high:
+        logging.warning("%s", line)
+    return encoded
 
   train_items = text.read(cfg.train_file, True) if cfg.train_file else None
   label_list = _label_list(cfg, text, train_items, checkpoint_labels)
@@ -504,16 +525,18 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   for name in ("batch_size", "eval_batch_size"):
     partitioning.check_batch_fits_mesh(f"{name}={getattr(cfg, name)}", getattr(cfg, name), mesh)
-  bert_config, pretrained, tokenizer = _load_checkpoint(cfg, text)
+  bert_config, pretrained, tokenizer, report = _load_checkpoint(cfg, text)
   checkpoint_labels = finetune_export.checkpoint_labels(cfg.init_from)
   files = _read_files(cfg, text, tokenizer, checkpoint_labels)
   setup = _setup_for(cfg, mesh, bert_config, pretrained, checkpoint_labels, files)
+  _log_load_report(report, setup)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
   # A finished run's results must not survive into a new run that then fails.
   results_path = os.path.join(cfg.output_dir, "eval_results.json")
   if jax.process_index() == 0 and os.path.exists(results_path):
     os.remove(results_path)
+  _write_skipped_rows(cfg, text, files)
   best_dir = os.path.join(cfg.output_dir, BEST_MODEL_DIR)
 
   def save(params):
@@ -539,12 +562,29 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   return {**results, "history": history}
 
 
+def _write_skipped_rows(cfg: FinetuneConfig, text: TextSide, files: Files) -> None:
+  """skipped_rows.json: per file, the rows left out of training (still scored), each
+  with its id, place and reason (the text side's warning names the first few)."""
+  skipped = {data.path: text.skipped_rows(data) for data in (files.train, files.evaluation)
+             if data is not None and data.labelled}
+  skipped = {path: rows for path, rows in skipped.items() if rows}
+  path = os.path.join(cfg.output_dir, "skipped_rows.json")
+  if jax.process_index() == 0:
+    if skipped:
+      fileio.write_json_atomic(path, skipped, indent=1)
+    elif os.path.exists(path):
+      os.remove(path)  # an earlier run's list
+
+
 def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, history: list[dict],
              train_loss: float | None) -> dict:
   """What eval_results.json reports besides the history and the files written."""
   train = files.train
-  results = dict(task=cfg.task, best_epoch=best.epoch, metric_for_best=cfg.best_metric,
-                 **{f"eval_{k}": v for k, v in best.metrics.items()},
+  chosen = files.train is None or files.evaluation is not None  # train-only: no best epoch
+  results = dict(task=cfg.task, best_epoch=best.epoch,
+                 metric_for_best=cfg.best_metric if chosen else None,
+                 # A scorer's words (QA's "qa_metric": "cmrc") as they are, the numbers as eval_*.
+                 **{k if isinstance(v, str) else f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
                  num_eval_examples=len(files.evaluation) if files.evaluation else 0,
                  trainable_parameters=setup.trainable_count,
@@ -622,7 +662,8 @@ def _train_epoch(cfg: FinetuneConfig, setup: Setup, state: FinetuneState, files:
 
 def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
            save: Callable[[Any], None]) -> tuple[list[dict], Best, float]:
-  """The epochs: steps, then an evaluation; the best epoch's model passed to `save`."""
+  """The epochs: steps, then an evaluation; the best epoch's model passed to `save`
+  (without an eval file: no evaluation, the last epoch's model)."""
   state = setup.state
   history, best = [], None
   step, start = 0, time.perf_counter()
@@ -639,21 +680,37 @@ def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
     train_seconds = time.perf_counter() - epoch_start
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
+    record = dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
+                  train_seconds=train_seconds, train_samples_per_second=rows / train_seconds)
+    if files.evaluation is None:
+      history.append(record)
+      _say(f"epoch {epoch}: train loss {last_epoch_loss:.4f}")
+      continue
     predictions, metrics, table = evaluate(setup, state.params, files.evaluation, text,
                                            files.label_list, cfg.eval_batch_size,
                                            cfg.length_buckets)
-    history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
-                        train_seconds=train_seconds,
-                        train_samples_per_second=rows / train_seconds, **metrics))
+    history.append({**record, **metrics})
     value = metrics[cfg.best_metric]
     improved = best is None or value > best.value
     if jax.process_index() == 0:
       print(f"epoch {epoch}: train loss {last_epoch_loss:.4f} | " + " | ".join(
-          f"{k} {v:.4f}" for k, v in metrics.items()) + (" | best so far" if improved else ""),
+          f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+          + (" | best so far" if improved else ""),
             flush=True)
     if improved:
       # A copy: the state's buffers are donated to the next step.
       kept = jax.tree.map(jnp.copy, state.params)
       best = Best(value, epoch, kept, predictions, metrics, table)
       save(kept)
+  if files.evaluation is None:
+    # Train-only: nothing to choose the best epoch on; the last one is the model.
+    best = Best(None, cfg.num_epochs, state.params, None, {}, "")
+    save(state.params)
+    _say(f"no eval_file: trained {cfg.num_epochs} epoch(s) without evaluation; best_model is "
+         "the last epoch's model (no best-epoch selection)")
   return history, best, last_epoch_loss
+
+
+def _say(line: str) -> None:
+  if jax.process_index() == 0:
+    print(line, flush=True)

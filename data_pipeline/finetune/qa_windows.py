@@ -15,7 +15,8 @@ Arrays per window (the fine-tuning batch contract plus QA's extras):
       and last token in the window, 0 ([CLS]) if the window does not hold the
       whole answer or the question has none
   label_weights  [N] float32 (labelled files): 0 for the windows of an
-      answerable question without a verified answer (not trained on), else 1
+      answerable question without a verified answer or of an odd row (an empty
+      question): not trained on, still predicted; else 1
   example_index  [N] int32: the example (question) the window belongs to
   offsets  [N, L, 2] int32: each context token's [start, end) characters in its
       example's context; -1 for question, specials and padding
@@ -50,7 +51,8 @@ class QAFeatures:
   prefix: np.ndarray               # [N] int32: position of its first context token
   context_offsets: list[np.ndarray]  # per example: [T, 2] character spans of its tokens
   context_max: list[np.ndarray]    # per example: [windows, T] bool max-context masks
-  skipped: list[str]               # answerable questions without a verified answer (weight 0)
+  skipped: list[str]               # odd rows and answerable questions without a verified
+                                   # answer (weight 0)
   answer_outside_windows: list[str]  # questions whose answer no single window holds
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -170,7 +172,10 @@ def encode_qa_examples(examples: Sequence[QAExample], tokenizer, *, max_seq_leng
     context_offsets.append(doc_offsets)
     context_max.append(max_context_mask(spans, len(doc_ids)))
     answer, weight = None, 1.0
-    if labels and not example.is_impossible:
+    if labels and example.odd:
+      skipped.append(example.id)  # e.g. an empty question: predicted and scored, not trained
+      weight = 0.0
+    elif labels and not example.is_impossible:
       if example.verified:
         first = example.verified[0]
         answer = answer_token_span(doc_offsets, first.start, first.start + len(first.text))

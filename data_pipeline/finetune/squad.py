@@ -9,14 +9,16 @@ Files
     (optionally "title", "is_impossible").
 
 Checks. Malformed JSON is an error naming file, line and column; a question
-without an id, a duplicate id, an empty context or question, a file with
+without an id, a duplicate id, an empty context, a file with
 unanswerable questions read without `version_2_with_negative`, an answerable
 question without answers: errors naming the file and where in it. Every answer
 is verified (`context[answer_start:answer_start + len(text)] == text`); a
 mismatch is counted and listed with its question id in `QAFile.bad_answers`,
 and an answerable question left with no verified answer is not trained on
 (its windows weigh 0, `QAFeatures.skipped`), though it is still evaluated (gold
-texts are scored by text, offsets or not).
+texts are scored by text, offsets or not). A question whose text is empty (the
+public CMRC 2018 trial file has some, e.g. TRIAL_776_QUERY_4) is an odd row, not an
+error: listed in `QAFile.odd_rows`, not trained on, still predicted and scored.
 
 Windows over the contexts: `qa_windows.py`. Never imports jax.
 """
@@ -46,6 +48,7 @@ class QAExample:
   is_impossible: bool             # v2.0: the context does not answer the question
   where: str                      # "file: data[0].paragraphs[3].qas[1]" or "file:12"
   verified: tuple[QAAnswer, ...] = ()  # the answers whose offsets match the context
+  odd: str | None = None          # why this row is not trained on (an empty question)
 
 
 @dataclasses.dataclass
@@ -53,6 +56,8 @@ class QAFile:
   path: str
   examples: list[QAExample]
   bad_answers: list[tuple[str, str]]  # (question id, what is wrong) per mismatching answer
+  odd_rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+  # ^ (question id, where, why) per question kept for scoring but not trained on
 
   def __len__(self):
     return len(self.examples)
@@ -91,12 +96,16 @@ def read_qa_file(path: str, *, version_2_with_negative: bool = False,
 
   seen: dict[str, str] = {}
   examples, bad = [], []
+  odd_rows = []
   for qid, question, context, answers, impossible, where in raw:
     if qid in seen:
       raise QADataError(f"{where}: duplicate question id {qid!r} (first at {seen[qid]})")
     seen[qid] = where
+    odd = None if question.strip() else "empty question"
+    if odd:
+      odd_rows.append((qid, where, odd))
     if not labelled:
-      examples.append(QAExample(qid, question, context, (), False, where))
+      examples.append(QAExample(qid, question, context, (), False, where, odd=odd))
       continue
     if impossible is None:
       # No explicit flag: a v2.0 file marks unanswerable questions by no answers.
@@ -106,7 +115,7 @@ def read_qa_file(path: str, *, version_2_with_negative: bool = False,
           f"{where}: question {qid!r} is marked is_impossible: this is a SQuAD v2.0 file; "
           "pass --version_2_with_negative (version_2_with_negative=True) to train and "
           "evaluate with unanswerable questions")
-    if not impossible and not answers:
+    if not impossible and not answers and not odd:
       raise QADataError(f"{where}: question {qid!r} has no answers" + (
           "" if version_2_with_negative else
           " (for a v2.0 file with unanswerable questions pass --version_2_with_negative)"))
@@ -120,8 +129,8 @@ def read_qa_file(path: str, *, version_2_with_negative: bool = False,
       else:
         verified.append(answer)
     examples.append(QAExample(qid, question, context, tuple(answers), bool(impossible), where,
-                              tuple(verified)))
-  return QAFile(path, examples, bad)
+                              tuple(verified), odd))
+  return QAFile(path, examples, bad, odd_rows)
 
 
 def _answer_problem(context: str, answer: QAAnswer) -> str | None:
@@ -200,7 +209,7 @@ def _squad_questions(path: str):
         where = f"{where_p}.qas[{k}]"
         _require(qa, dict, where, "a question")
         qid = _question_id(qa, where)
-        question = _text(qa.get("question"), where, "question")
+        question = _require(qa.get("question"), str, where, "question")
         answers = []
         for n, answer in enumerate(_require(qa.get("answers", []), list, where, "'answers'")):
           where_n = f"{where}.answers[{n}]"
@@ -225,7 +234,7 @@ def _jsonl_questions(path: str):
         raise QADataError(f"{path}:{line_no}:{e.colno}: invalid JSON ({e.msg})") from None
       _require(row, dict, where, "a line")
       qid = _question_id(row, where)
-      question = _text(row.get("question"), where, "question")
+      question = _require(row.get("question"), str, where, "question")
       context = _text(row.get("context"), where, "context")
       raw = row.get("answers", {"text": [], "answer_start": []})
       _require(raw, dict, where, "'answers' ({\"text\": [...], \"answer_start\": [...]})")

@@ -31,6 +31,9 @@ from data_pipeline.fileio import write_text_atomic
 from data_pipeline.text import scripts as text_scripts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# The share of [UNK] among a text's tokens above which the vocabulary is said not to
+# fit it (prepare_data's manifest warning and fine-tuning's per-file line).
+UNK_RATE_WARNING = 0.01
 _SP_WORD_MARK = "\u2581"  # SentencePiece's visible space: a piece starting with it starts a word.
 TOKENIZER_MANIFEST = "tokenizer_manifest.json"
 # A corpus whose non-space characters are at least this share ideographs / kana is

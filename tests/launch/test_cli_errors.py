@@ -128,3 +128,34 @@ def test_verbose_shows_the_traceback_and_a_bug_exits_1(workspace):
   assert result.returncode == 1, result.stderr
   assert "Traceback" in result.stderr and "RuntimeError: internal invariant broken" in result.stderr
   assert "error:" not in result.stderr
+
+
+def test_an_incompatible_checkpoint_lists_one_array_a_line(capsys):
+  """A vocabulary change (512 -> 600 ids) mismatches six arrays: the error names each on
+  its own line, under one `error:` line, exit 2."""
+  import numpy as np
+
+  from bert_jax.checkpointing import layout
+  from launch import cli
+
+  def arrays(vocab):
+    names = ["params/bert/embeddings/word_embeddings/embedding", "params/cls/predictions/bias"]
+    tree = {n: np.zeros((vocab, 8) if "embedding" in n else (vocab,)) for n in names}
+    for moment in ("mu", "nu"):
+      tree.update({n.replace("params/", f"opt_state/{moment}/"): v for n, v in list(tree.items())
+                   if n.startswith("params/")})
+    return tree
+
+  lines = layout.mismatches(arrays(512), {**arrays(600)}, check_dtype=False)
+  assert len(lines) == 6
+
+  def main(argv):
+    raise layout.incompatible_error("/ckpt/step_10", lines, "hint: start a new output_dir")
+
+  with pytest.raises(SystemExit) as stop:
+    cli._guarded(main)([])  # pylint: disable=protected-access
+  assert stop.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[0] == "error: /ckpt/step_10 does not fit this run's model: 6 mismatched array(s):"
+  assert [ln.strip() for ln in err[1:7]] == lines
+  assert err[-1] == "hint: start a new output_dir"

@@ -98,8 +98,8 @@ class QuestionAnswering(base.Task):
     return {"start_logits": start.astype(jnp.float32), "end_logits": end.astype(jnp.float32)}
 
   def score(self, references: Any, predictions: Any, label_list) -> tuple[dict, str]:
-    """`references`: gold texts per id (`golds`), the scoring rule (`metric`:
-    "squad" / "cmrc"), whether it is v2.0; `predictions`: answers per id
+    """`references`: gold texts per id (`golds`), the scoring family (`metric`:
+    "squad" / "cmrc", returned as `qa_metric`), whether it is v2.0; `predictions`: answers per id
     (`predictions`) and v2.0 null odds (`null_odds`).
 
     SQuAD: exact / f1 (+ HasAns_* / NoAns_*) are what the official script gives
@@ -107,14 +107,13 @@ class QuestionAnswering(base.Task):
     are what it adds with --na-prob-file=null_odds.json.
     """
     golds, answers = references.golds, predictions.predictions
-    if references.metric == "cmrc":
-      metrics = qa_metrics.cmrc_evaluate(golds, answers)
-    else:
-      metrics = qa_metrics.squad_evaluate(golds, answers)
-      if references.version_2_with_negative:
-        with_odds = qa_metrics.squad_evaluate(golds, answers, null_odds=predictions.null_odds)
-        metrics.update({k: with_odds[k] for k in ("best_exact", "best_exact_thresh", "best_f1",
-                                                  "best_f1_thresh")})
-    metrics = {k: (float(v) if k != "total" and not k.endswith("_total") else int(v))
+    metrics = qa_metrics.evaluate(references.metric, golds, answers)
+    if references.metric == "squad" and references.version_2_with_negative:
+      with_odds = qa_metrics.squad_evaluate(golds, answers, null_odds=predictions.null_odds)
+      metrics.update({k: with_odds[k] for k in ("best_exact", "best_exact_thresh", "best_f1",
+                                                "best_f1_thresh")})
+    # Numbers as floats (counts as ints); the family's name ("cmrc" / "squad") passes through.
+    metrics = {k: (v if isinstance(v, str) else
+                   int(v) if k == "total" or k.endswith("_total") else float(v))
                for k, v in metrics.items()}
     return metrics, _table(metrics, references)

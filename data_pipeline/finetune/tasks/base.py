@@ -70,3 +70,27 @@ class TextTask:
 
   def meta(self) -> Mapping[str, Any]:
     return dict(vars(self.options))
+
+  def unk_report(self, encoded, tokenizer) -> tuple[str, bool]:
+    """(a line on the [UNK] share of `encoded`'s text tokens (specials and padding not
+    counted; QA windows' overlaps count again), whether it exceeds prepare_data's
+    UNK_RATE_WARNING): a tokenizer that does not cover the text (e.g. an English
+    vocabulary on Chinese) otherwise trains on [UNK]s without a word."""
+    ids = np.asarray(encoded.arrays["input_ids"])
+    specials = {v for k, v in tokenizer.special_ids.items() if k != "unk_id"}
+    text_tokens = ~np.isin(ids, sorted(specials))
+    total = int(text_tokens.sum())
+    unknown = int((ids == tokenizer.unk_id).sum())
+    rate = unknown / total if total else 0.0
+    high = rate > tokenizer_lib.UNK_RATE_WARNING
+    line = f"{encoded.path}: {rate:.2%} of {total:,} tokens are [UNK]"
+    if high:
+      line += (f" (more than {tokenizer_lib.UNK_RATE_WARNING:.0%}): the vocabulary does not "
+               "cover this text (e.g. an English vocabulary on Chinese); the model sees "
+               "[UNK] in their place")
+    return line, high
+
+  def skipped_rows(self, encoded) -> list[dict]:
+    """The rows of an encoded file that are not trained on ({id, where, why} each; the
+    loop writes them to skipped_rows.json). Tasks that drop nothing: none."""
+    return []

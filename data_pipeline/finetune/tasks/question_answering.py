@@ -67,6 +67,7 @@ class QuestionAnsweringText(base.TextTask):
 
   def __init__(self, **options):
     super().__init__(**options)
+    self._said_metric = set()
     o = self.options
     if o.qa_metric not in ("auto", "squad", "cmrc"):
       raise ValueError(f"qa_metric={o.qa_metric!r}: expected 'auto', 'squad' or 'cmrc'")
@@ -93,9 +94,13 @@ class QuestionAnsweringText(base.TextTask):
     features = qa_windows.encode_qa_examples(
         qa_file.examples, tokenizer, max_seq_length=max_seq_length, doc_stride=o.doc_stride,
         max_query_length=o.max_query_length, labels=labelled)
-    if features.skipped:
-      logging.warning("%s: %d answerable question(s) without a verified answer are not trained "
-                      "on (first: %s)", path, len(features.skipped), features.skipped[0])
+    odd = self.skipped_rows(EncodedQA(path, [], {}, features, qa_file)) if labelled else []
+    if odd:
+      # Odd rows of real files (an empty question, no answer matching its offset) stop
+      # nothing: counted, named, left out of training, still predicted and scored.
+      logging.warning("%s: %d question(s) left out of training, still scored (all in "
+                      "OUTPUT_DIR/skipped_rows.json); first: %s", path, len(odd), "; ".join(
+                          f"{r['id']} ({r['why']})" for r in odd[:5]))
     if features.answer_outside_windows:
       logging.warning("%s: %d answer(s) are longer than a window (max_seq_length=%d) and are "
                       "labelled [CLS] everywhere (first: %s)", path,
@@ -105,10 +110,29 @@ class QuestionAnsweringText(base.TextTask):
                  len(features), max_seq_length)
     return EncodedQA(path, list(qa_file.examples), features.arrays, features, qa_file)
 
+  def skipped_rows(self, encoded: EncodedQA) -> list[dict]:
+    """The questions of `encoded` not trained on, with their place and reason: odd rows
+    (an empty question) and answerable questions without a verified answer."""
+    qa_file = encoded.qa_file
+    why = {qid: reason for qid, _, reason in qa_file.odd_rows}
+    for qid, problem in qa_file.bad_answers:
+      why.setdefault(qid, f"no verified answer ({problem})")
+    where = {e.id: e.where for e in qa_file.examples}
+    return [{"id": qid, "where": where[qid], "why": why.get(qid, "no verified answer")}
+            for qid in encoded.alignment.skipped]
+
   def _metric(self, encoded: EncodedQA) -> str:
+    """The scoring family of `encoded`, said once per file (e.g. `qa metric: cmrc (auto:
+    the contexts are mostly CJK)`), so that a user knows which scores they read."""
     if self.options.qa_metric != "auto":
-      return self.options.qa_metric
-    return auto_metric(e.context for e in encoded.items[:200])
+      metric, why = self.options.qa_metric, "--qa_metric"
+    else:
+      metric = auto_metric(e.context for e in encoded.items[:200])
+      why = "auto: the contexts are " + ("mostly CJK" if metric == "cmrc" else "not mostly CJK")
+    if encoded.path not in self._said_metric:
+      self._said_metric.add(encoded.path)
+      print(f"qa metric: {metric} ({why}; {encoded.path})", flush=True)
+    return metric
 
   def references(self, encoded: EncodedQA) -> QAReferences:
     return QAReferences(squad.gold_answers(encoded.qa_file), self._metric(encoded),

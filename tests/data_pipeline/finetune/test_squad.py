@@ -91,3 +91,32 @@ def test_bad_files_name_file_and_place(tmp_path, bad, message):
   path.write_text(bad)
   with pytest.raises(S.QADataError, match=message):
     S.read_qa_file(str(path))
+
+
+def test_an_empty_question_is_an_odd_row_not_an_error(tmp_path, wordpiece):
+  """As in the public CMRC 2018 trial file (TRIAL_776_QUERY_4): a question whose text is
+  empty is kept (predicted and scored), listed with its place, and weighs 0 in training;
+  so does a question whose only answer misses its offset."""
+  ctx = "北京是中国的首都。"
+  qas = [_qa("TRIAL_1_QUERY_1", "中国的首都在哪里", ctx, "北京"),
+         {"id": "TRIAL_776_QUERY_4", "question": "", "answers": [{"text": "北京",
+                                                                  "answer_start": 0}]},
+         {"id": "TRIAL_2_QUERY_2", "question": "  ", "answers": []},
+         {"id": "TRIAL_3_QUERY_1", "question": "哪里", "answers": [{"text": "北京",
+                                                                   "answer_start": 3}]}]
+  path = _squad([{"context": ctx, "qas": qas}], tmp_path / "cmrc.json")
+  f = S.read_qa_file(path)
+  assert [e.id for e in f.examples] == [q["id"] for q in qas]
+  assert [(qid, why) for qid, _, why in f.odd_rows] == [("TRIAL_776_QUERY_4", "empty question"),
+                                                         ("TRIAL_2_QUERY_2", "empty question")]
+  assert f.odd_rows[0][1].endswith("data[0].paragraphs[0].qas[1]")
+  assert [qid for qid, _ in f.bad_answers] == ["TRIAL_3_QUERY_1"]
+  feats = W.encode_qa_examples(f.examples, wordpiece, max_seq_length=32, doc_stride=16,
+                               max_query_length=8, labels=True)
+  assert feats.skipped == ["TRIAL_776_QUERY_4", "TRIAL_2_QUERY_2", "TRIAL_3_QUERY_1"]
+  np.testing.assert_array_equal(feats.arrays["label_weights"], [1, 0, 0, 0])
+  # The empty question still has its window: [CLS] [SEP] context [SEP].
+  ids = feats.arrays["input_ids"][1]
+  assert ids[1] == wordpiece.special_ids["sep_id"]
+  unlabelled = S.read_qa_file(path, labelled=False)
+  assert len(unlabelled) == 4 and len(unlabelled.odd_rows) == 2
