@@ -7,10 +7,10 @@ BERT's fine-tuning recipe (AdamW from `optim`, linear warmup over 10% of the ste
 then linear decay, batch 32, 3 epochs, clipping at 1.0) data-parallel on the
 `data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model.
 
-What is trained: everything (full fine-tuning), or with `lora_rank > 0` LoRA
-adapters on the attention query and value projections plus whatever the
-checkpoint did not provide (the task head; the pooler of an encoder-only
-checkpoint). The rest is frozen: passed to the step as a separate argument, never
+What is trained: everything (full fine-tuning), or under `--peft` (bert_jax/finetune/peft)
+LoRA adapters on the attention query and value projections, Houlsby adapters,
+per-layer prefixes or the biases (BitFit), plus whatever the checkpoint did not
+provide (the task head; the pooler of an encoder-only checkpoint). The rest is frozen: passed to the step as a separate argument, never
 differentiated, without optimizer state, so it stays bit-identical.
 
 Outputs in `output_dir` (only process 0 writes):
@@ -58,6 +58,7 @@ from bert_jax.finetune import bucketing
 from bert_jax import fileio
 from bert_jax import interop
 from bert_jax.finetune import lora
+from bert_jax.finetune import peft
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
@@ -200,6 +201,9 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   """
   rules = partitioning.DEFAULT_RULES
   task = tasks_lib.get(cfg.task)
+  # The PEFT method's modules (adapters, prefixes) in the model; none for the others.
+  bert_config = bert_config.replace(**peft.model_options(cfg.peft_method, cfg.adapter_size,
+                                                         cfg.prefix_length))
   model = task.model(bert_config, num_labels)
   inputs = model_lib.dummy_inputs(bert_config, 1, cfg.max_seq_length, None)
   key = jax.random.PRNGKey(cfg.seed)
@@ -211,7 +215,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(init_fn, init_key)
   params, shardings = partitioning.create_sharded(init_fn, mesh, rules, init_key)
-  source = tree_lib.flatten({**pretrained, **(head or {})})
+  source = {**tree_lib.flatten(pretrained), **tree_lib.flatten(head or {})}
   flat_params, flat_shardings = tree_lib.flatten(params), tree_lib.flatten(shardings)
   loaded = set()
   for path, value in flat_params.items():
@@ -225,15 +229,15 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   logging.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh) or "nothing")
   params = tree_lib.unflatten(flat_params)
 
-  use_lora = cfg.lora_rank > 0
-  is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
+  use_lora = cfg.effective_lora_rank > 0
+  is_trained = peft.trainable_rule(cfg.peft_method, loaded)
   trained_model, frozen = lora.split(params, is_trained)
   boxed_model, _ = lora.split(boxed, is_trained)
   trained_shardings, frozen_shardings = lora.split(shardings, is_trained)
   trainable, boxed_trainable = {"model": trained_model}, {"model": boxed_model}
   if use_lora:
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    adapter_init = functools.partial(lora.init_adapters, params=shapes, rank=cfg.lora_rank,
+    adapter_init = functools.partial(lora.init_adapters, params=shapes, rank=cfg.effective_lora_rank,
                                      targets=cfg.lora_targets)
     with partitioning.axis_rules(mesh, rules):
       boxed_trainable["lora"] = jax.eval_shape(adapter_init, lora_key)
@@ -260,7 +264,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
     state = jax.jit(lambda b, r: nn.unbox(make_state(b, r)),
                     out_shardings=state_shardings)(boxed_values, dropout_key)
 
-  lora_scale = cfg.lora_alpha / cfg.lora_rank if use_lora else 0.0
+  lora_scale = cfg.lora_alpha / cfg.effective_lora_rank if use_lora else 0.0
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train = jax.jit(
@@ -443,12 +447,18 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                      "evaluating or predicting without a train_file needs a fine-tuned "
                      "checkpoint (e.g. OUT/best_model of an earlier run)")
   pretrained = {k: v for k, v in pretrained.items() if k == "bert"}
+  extras = peft.extras_of_checkpoint(cfg.init_from, cfg.peft_method, bert_config)
+  if extras:  # an adapters / prefix export: its added leaves load with the encoder
+    head = {**tree_lib.flatten(head or {}), **tree_lib.flatten(extras)}
+    head = tree_lib.unflatten(head)
   steps_per_epoch = (epoch_steps(train.arrays, cfg.batch_size, cfg.length_buckets) if train
                      else 1)
   total_steps = steps_per_epoch * cfg.num_epochs if train else 1
   setup = build(cfg, bert_config, pretrained, max(len(label_list), 1), mesh, total_steps, head)
-  logging.info("trainable parameters: %s of %s (%.2f%%)", f"{setup.trainable_count:,}",
-               f"{setup.total_count:,}", 100.0 * setup.trainable_count / setup.total_count)
+  if jax.process_index() == 0:
+    print(f"peft={cfg.peft_method}: trainable parameters {setup.trainable_count:,} of "
+          f"{setup.total_count:,} ({100.0 * setup.trainable_count / setup.total_count:.2f}%)",
+          flush=True)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
   # A finished run's results must not survive into a new run that then fails.
@@ -480,7 +490,8 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                  num_train_examples=len(train) if train else 0,
                  num_eval_examples=len(evaluation) if evaluation else 0,
                  trainable_parameters=setup.trainable_count,
-                 total_parameters=setup.total_count, lora_rank=cfg.lora_rank,
+                 total_parameters=setup.total_count, peft=cfg.peft_method,
+                 lora_rank=cfg.effective_lora_rank,
                  train_steps=total_steps if train else 0)
   if train_loss is not None:
     results["train_loss"] = train_loss
