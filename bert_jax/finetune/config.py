@@ -80,6 +80,10 @@ class FinetuneConfig:
   length_buckets: int = _field(
       4, "At most this many batch widths, fitted to each file's lengths so that the least "
       "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to max_seq_length.")
+  compilation_cache_dir: str | None = _field(
+      None, "JAX's persistent compilation cache (docs/compilation_cache.md): a second run of "
+      "the same shapes compiles nothing. Default: $BERT_JAX_COMPILATION_CACHE, else "
+      "~/.cache/bert_jax/xla ($XDG_CACHE_HOME respected); none: off.")
   # Question answering (--task=qa); BERT's run_squad.py defaults.
   version_2_with_negative: bool = _field(
       False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).")

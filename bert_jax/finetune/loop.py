@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from bert_jax import batch as batch_lib
+from bert_jax import compilation_cache
 from bert_jax.finetune import bucketing
 from bert_jax import fileio
 from bert_jax import interop
@@ -140,6 +141,7 @@ class Setup:
   schedule: optax.Schedule
   trainable_count: int
   total_count: int
+  compile_seconds: float = 0.0       # wall time spent in `precompile` (cache loads included)
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def precompile(self, jobs: list[tuple[str, tuple]]) -> None:
@@ -160,9 +162,11 @@ class Setup:
         return jitted.lower(*args).compile()
 
     if todo:
+      start = time.perf_counter()
       workers = min(len(todo), os.cpu_count() or 1)
       with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         self._cache.update(zip(todo, pool.map(compile_one, todo.values())))
+      self.compile_seconds += time.perf_counter() - start
 
   def step(self, name: str, *args):
     """Step `name` on `args`: the precompiled executable for their shapes, else the jit."""
@@ -407,6 +411,7 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   cfg.validate()
   cfg = cfg.with_task_defaults()
   task = tasks_lib.get(cfg.task)
+  cache_dir = compilation_cache.configure(cfg.compilation_cache_dir)
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   dp = partitioning.data_parallel_size(mesh)
   for name in ("batch_size", "eval_batch_size"):
@@ -491,8 +496,10 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                  num_eval_examples=len(evaluation) if evaluation else 0,
                  trainable_parameters=setup.trainable_count,
                  total_parameters=setup.total_count, peft=cfg.peft_method,
-                 lora_rank=cfg.effective_lora_rank,
+                 lora_rank=cfg.effective_lora_rank, compilation_cache_dir=cache_dir,
                  train_steps=total_steps if train else 0)
+  # Compiling the steps of every batch width (train and eval), loads from the cache included.
+  results["compile_seconds"] = setup.compile_seconds
   if train_loss is not None:
     results["train_loss"] = train_loss
     # Training rows (QA: windows) per second of training, compilation included, as
