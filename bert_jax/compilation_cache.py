@@ -16,6 +16,22 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 ENV = "BERT_JAX_COMPILATION_CACHE"
+# Cache hits and misses of this process so far (JAX's monitoring events), to tell a cold
+# compilation from a load.
+EVENTS = {"/jax/compilation_cache/cache_hits": 0, "/jax/compilation_cache/cache_misses": 0}
+
+
+def _count(event: str, **_) -> None:
+  if event in EVENTS:
+    EVENTS[event] += 1
+
+
+jax.monitoring.register_event_listener(_count)
+
+
+def hits_and_misses() -> tuple[int, int]:
+  return (EVENTS["/jax/compilation_cache/cache_hits"],
+          EVENTS["/jax/compilation_cache/cache_misses"])
 OFF = ("none", "")
 
 

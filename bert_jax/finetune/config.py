@@ -78,8 +78,10 @@ class FinetuneConfig:
   seed: int = _field(0, "Seed of the head init, order and dropout.")
   log_every_steps: int = _field(50, "Progress interval.")
   length_buckets: int = _field(
-      4, "At most this many batch widths, fitted to each file's lengths so that the least "
-      "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to max_seq_length.")
+      0, "Batch widths: 0 = as many as pay for their compilation, by a cost model of the run "
+      "(padding FLOPs saved against measured compile seconds; bert_jax/finetune/bucket_cost.py); "
+      "N >= 1: at most N widths fitted to each file's lengths (bucketing.py); 1: every batch "
+      "padded to max_seq_length.")
   compilation_cache_dir: str | None = _field(
       None, "JAX's persistent compilation cache (docs/compilation_cache.md): a second run of "
       "the same shapes compiles nothing. Default: $BERT_JAX_COMPILATION_CACHE, else "
@@ -118,10 +120,12 @@ class FinetuneConfig:
     if self.train_file is not None and self.eval_file is None:
       raise ValueError("training needs an eval_file: the best epoch is chosen on it")
     for name in ("max_seq_length", "batch_size", "eval_batch_size", "num_epochs",
-                 "log_every_steps", "length_buckets", "doc_stride", "max_query_length", "n_best_size",
+                 "log_every_steps", "doc_stride", "max_query_length", "n_best_size",
                  "max_answer_length"):
       if int(getattr(resolved, name)) <= 0:
         raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
+    if self.length_buckets < 0:
+      raise ValueError(f"length_buckets={self.length_buckets}: must be >= 0 (0: chosen by cost)")
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise ValueError(f"warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
     if self.learning_rate <= 0:

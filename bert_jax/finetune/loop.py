@@ -55,6 +55,7 @@ import optax
 
 from bert_jax import batch as batch_lib
 from bert_jax import compilation_cache
+from bert_jax.finetune import bucket_cost
 from bert_jax.finetune import bucketing
 from bert_jax import fileio
 from bert_jax import interop
@@ -456,6 +457,12 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   if extras:  # an adapters / prefix export: its added leaves load with the encoder
     head = {**tree_lib.flatten(head or {}), **tree_lib.flatten(extras)}
     head = tree_lib.unflatten(head)
+  # --length_buckets=0: as many widths as pay for their compilation (bucket_cost.py).
+  buckets, costs = bucket_cost.plan(
+      cfg, bert_config, train.arrays["attention_mask"] if train else None,
+      evaluation.arrays["attention_mask"] if evaluation else None, cache_dir)
+  cfg = dataclasses.replace(cfg, length_buckets=buckets)
+  hits_before = compilation_cache.hits_and_misses()
   steps_per_epoch = (epoch_steps(train.arrays, cfg.batch_size, cfg.length_buckets) if train
                      else 1)
   total_steps = steps_per_epoch * cfg.num_epochs if train else 1
@@ -500,6 +507,10 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                  train_steps=total_steps if train else 0)
   # Compiling the steps of every batch width (train and eval), loads from the cache included.
   results["compile_seconds"] = setup.compile_seconds
+  results["length_buckets"] = cfg.length_buckets
+  hits, misses = (b - a for a, b in zip(hits_before, compilation_cache.hits_and_misses()))
+  bucket_cost.record_run(costs, setup._cache, setup.compile_seconds,  # pylint: disable=protected-access
+                         cold=cache_dir is not None and misses > 0 and hits == 0)
   if train_loss is not None:
     results["train_loss"] = train_loss
     # Training rows (QA: windows) per second of training, compilation included, as
