@@ -29,12 +29,12 @@ def test_compilation_against_padding(tmp_path):
   np.testing.assert_allclose(row["compute_seconds"], 2 * flops / (1e10 * bucket_cost.MODEL_EFFICIENCY))
   assert len(row["shapes"]) == 4
   # Compilation dear against a short run: one width (max_seq_length is then k = 1).
-  costs.compile_seconds = 1e4
+  costs.compile_seconds = 1e3
   assert bucket_cost.choose(train, dev, costs, False, epochs=2, **_MODEL)[0] == 1
   # ... unless those shapes were compiled before and the cache is on: a load is cheap.
   costs.compiled = {("train", 8), ("train", 16), ("train", 24), ("predict", 8),
                     ("predict", 16), ("predict", 24)}
-  assert bucket_cost.choose(train, dev, costs, True, epochs=2, **_MODEL)[0] == 3
+  assert bucket_cost.choose(train, dev, costs, True, epochs=2, **_MODEL)[0] == 2  # 16, 24
   assert bucket_cost.choose(train, dev, costs, False, epochs=2, **_MODEL)[0] == 1
 
 
