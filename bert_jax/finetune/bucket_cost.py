@@ -24,6 +24,7 @@ and the cheapest k is taken (the fewest widths on a tie):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -114,20 +115,32 @@ class Costs:
       fileio.write_text_atomic(self.path, json.dumps(table, indent=1, sort_keys=True))
 
 
-def estimate(k: int, train_lengths, eval_lengths, *, max_seq_length: int, epochs: int,
-             batch_size: int, eval_batch_size: int, hidden: int, intermediate: int,
-             layers: int, rate: float, compile_seconds: float,
+@dataclasses.dataclass(frozen=True)
+class RunShape:
+  """What the estimate needs of a run besides its lengths: sizes, epochs, device rate."""
+  max_seq_length: int
+  epochs: int
+  batch_size: int
+  eval_batch_size: int
+  hidden: int
+  intermediate: int
+  layers: int
+  rate: float  # device FLOP/s (`measure_rate`)
+
+
+def estimate(k: int, train_lengths, eval_lengths, run: RunShape, compile_seconds: float,
              compiled: set[tuple[str, int]], cache_on: bool) -> dict:
   """The estimated seconds of a run with `length_buckets=k` (see the module doc)."""
   compute, shapes = 0.0, []
-  for kind, lengths, batch in (("train", train_lengths, batch_size),
-                               ("predict", eval_lengths, eval_batch_size)):
+  for kind, lengths, batch in (("train", train_lengths, run.batch_size),
+                               ("predict", eval_lengths, run.eval_batch_size)):
     if lengths is None or not len(lengths):
       continue
-    for width, tokens in padded_tokens(lengths, widths_for(lengths, max_seq_length, k),
+    for width, tokens in padded_tokens(lengths, widths_for(lengths, run.max_seq_length, k),
                                        batch).items():
-      flops = tokens * token_flops(hidden, intermediate, layers, width, kind == "train")
-      compute += epochs * flops / (rate * MODEL_EFFICIENCY)
+      flops = tokens * token_flops(run.hidden, run.intermediate, run.layers, width,
+                                   kind == "train")
+      compute += run.epochs * flops / (run.rate * MODEL_EFFICIENCY)
       shapes.append((kind, width))
   compiling = 0.0
   for kind, width in shapes:
@@ -137,12 +150,12 @@ def estimate(k: int, train_lengths, eval_lengths, *, max_seq_length: int, epochs
               compile_seconds=compiling, shapes=shapes)
 
 
-def choose(train_lengths, eval_lengths, costs: Costs, cache_on: bool, **model) -> tuple[int, list]:
+def choose(train_lengths, eval_lengths, costs: Costs, cache_on: bool, run: RunShape
+           ) -> tuple[int, list]:
   """(the cheapest k, the estimate of every k)."""
-  compile_seconds = costs.compile_seconds or prior_compile_seconds(model["layers"])
-  table = [estimate(k, train_lengths, eval_lengths, compile_seconds=compile_seconds,
-                    compiled=costs.compiled, cache_on=cache_on, **model)
-           for k in range(1, MAX_BUCKETS + 1)]
+  compile_seconds = costs.compile_seconds or prior_compile_seconds(run.layers)
+  table = [estimate(k, train_lengths, eval_lengths, run, compile_seconds, costs.compiled,
+                    cache_on) for k in range(1, MAX_BUCKETS + 1)]
   best = min(table, key=lambda row: (round(row["seconds"], 6), row["k"]))
   return best["k"], table
 
@@ -164,11 +177,12 @@ def plan(cfg, bert_config, train_mask, eval_mask, cache_dir: str | None) -> tupl
   if cfg.length_buckets > 0:
     return cfg.length_buckets, costs
   lengths = [None if m is None else bucketing.lengths_of(m) for m in (train_mask, eval_mask)]
-  k, table = choose(*lengths, costs, cache_dir is not None, max_seq_length=cfg.max_seq_length,
-                    epochs=cfg.num_epochs if train_mask is not None else 1,
-                    batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-                    hidden=bert_config.hidden_size, intermediate=bert_config.intermediate_size,
-                    layers=bert_config.num_hidden_layers, rate=measure_rate())
+  run = RunShape(max_seq_length=cfg.max_seq_length,
+                 epochs=cfg.num_epochs if train_mask is not None else 1,
+                 batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                 hidden=bert_config.hidden_size, intermediate=bert_config.intermediate_size,
+                 layers=bert_config.num_hidden_layers, rate=measure_rate())
+  k, table = choose(*lengths, costs, cache_dir is not None, run)
   if jax.process_index() == 0:
     source = "measured" if costs.compile_seconds else "prior"
     print("length buckets: " + " | ".join(

@@ -8,6 +8,10 @@ _MODEL = dict(max_seq_length=128, batch_size=32, eval_batch_size=64, hidden=128,
               intermediate=512, layers=2, rate=1e10)
 
 
+def _run(epochs):
+  return bucket_cost.RunShape(epochs=epochs, **_MODEL)
+
+
 def _lengths(n, seed):
   return np.random.default_rng(seed).integers(8, 23, n)  # sentence-like: 8-22 tokens
 
@@ -17,7 +21,7 @@ def test_compilation_against_padding(tmp_path):
   costs = bucket_cost.Costs(None, "sig")
   # Compilation free: the most widths the data has (each saves padding).
   costs.compile_seconds = 1e-9
-  k, table = bucket_cost.choose(train, dev, costs, False, epochs=2, **_MODEL)
+  k, table = bucket_cost.choose(train, dev, costs, False, _run(2))
   assert k == 3 and bucketing.bucket_widths(train, 128, k) == (8, 16, 24)
   # Every k's estimate is its padded tokens' FLOPs over the rate, plus its shapes' compiles.
   row = table[1]
@@ -30,19 +34,19 @@ def test_compilation_against_padding(tmp_path):
   assert len(row["shapes"]) == 4
   # Compilation dear against a short run: one width (max_seq_length is then k = 1).
   costs.compile_seconds = 1e3
-  assert bucket_cost.choose(train, dev, costs, False, epochs=2, **_MODEL)[0] == 1
+  assert bucket_cost.choose(train, dev, costs, False, _run(2))[0] == 1
   # ... unless those shapes were compiled before and the cache is on: a load is cheap.
   costs.compiled = {("train", 8), ("train", 16), ("train", 24), ("predict", 8),
                     ("predict", 16), ("predict", 24)}
-  assert bucket_cost.choose(train, dev, costs, True, epochs=2, **_MODEL)[0] == 2  # 16, 24
-  assert bucket_cost.choose(train, dev, costs, False, epochs=2, **_MODEL)[0] == 1
+  assert bucket_cost.choose(train, dev, costs, True, _run(2))[0] == 2  # 16, 24
+  assert bucket_cost.choose(train, dev, costs, False, _run(2))[0] == 1
 
 
 def test_more_steps_buy_more_widths():
   train, dev = _lengths(8192, 0), _lengths(256, 1)
   costs = bucket_cost.Costs(None, "sig")
   costs.compile_seconds = 5.0
-  ks = [bucket_cost.choose(train, dev, costs, False, epochs=e, **_MODEL)[0] for e in (1, 100)]
+  ks = [bucket_cost.choose(train, dev, costs, False, _run(e))[0] for e in (1, 100)]
   assert ks[0] <= ks[1] and ks[1] == 3
 
 
