@@ -453,10 +453,10 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
                      "evaluating or predicting without a train_file needs a fine-tuned "
                      "checkpoint (e.g. OUT/best_model of an earlier run)")
   pretrained = {k: v for k, v in pretrained.items() if k == "bert"}
-  extras = peft.extras_of_checkpoint(cfg.init_from, cfg.peft_method, bert_config)
-  if extras:  # an adapters / prefix export: its added leaves load with the encoder
-    head = {**tree_lib.flatten(head or {}), **tree_lib.flatten(extras)}
-    head = tree_lib.unflatten(head)
+  extras, sizes = peft.extras_of_checkpoint(cfg.init_from, cfg.peft_method, bert_config)
+  if extras:  # an adapters / prefix export: its added leaves load with the encoder, its sizes
+    head = tree_lib.unflatten({**tree_lib.flatten(head or {}), **tree_lib.flatten(extras)})
+    cfg = dataclasses.replace(cfg, **sizes)
   # --length_buckets=0: as many widths as pay for their compilation (bucket_cost.py).
   buckets, costs = bucket_cost.plan(
       cfg, bert_config, train.arrays["attention_mask"] if train else None,

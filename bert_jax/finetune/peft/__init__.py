@@ -95,18 +95,21 @@ def load_extras(directory: str, method: str, config) -> dict:
   return adapters.load(where) if method == "adapters" else prefix.load(where, config)
 
 
-def extras_of_checkpoint(directory: str, method: str, config) -> dict:
-  """The adapter / prefix leaves of `directory` when it is an export of ours that has
-  them (finetune.json names its method), else {}. A method other than the run's is a
-  mistake: those leaves would be dropped, or absent, silently."""
+def extras_of_checkpoint(directory: str, method: str, config) -> tuple[dict, dict]:
+  """(the adapter / prefix leaves, their sizes as FinetuneConfig fields) of `directory`
+  when it is an export of ours that has them (finetune.json names its method), else
+  ({}, {}). A method other than the run's is a mistake: those leaves would be dropped, or
+  absent, silently."""
   meta_path = os.path.join(directory, "finetune.json")
   if not os.path.exists(meta_path):
-    return {}
+    return {}, {}
   with open(meta_path) as f:
-    saved = json.load(f).get("peft")
+    meta = json.load(f)
+  saved = meta.get("peft")
   if saved not in EXTRAS_DIRS:
-    return {}
+    return {}, {}
   if method != saved:
     raise ValueError(f"{directory} was fine-tuned with --peft={saved} (its {EXTRAS_DIRS[saved]}/ "
                      f"holds weights the model needs); pass --peft={saved}, not {method}")
-  return load_extras(directory, method, config)
+  sizes = {k: int(meta[k]) for k in ("adapter_size", "prefix_length") if meta.get(k)}
+  return load_extras(directory, method, config), sizes

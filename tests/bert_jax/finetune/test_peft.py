@@ -250,8 +250,7 @@ def test_end_to_end_run_exports_and_reloads(tmp_path, hf_dir, method, lr):
   # The export reloads (its added weights with it) and scores the same.
   again = F.run(finetune.FinetuneConfig(
       task="classification", init_from=str(best), output_dir=str(tmp_path / "again"),
-      eval_file=str(dev), max_seq_length=16, peft=method, adapter_size=4, prefix_length=3,
-      length_buckets=1))
+      eval_file=str(dev), max_seq_length=16, peft=method, length_buckets=1))  # sizes: saved
   assert again["eval_accuracy"] == results["eval_accuracy"]
   # Loading it as another method would drop those weights: refused.
   with pytest.raises(ValueError, match=f"--peft={method}"):
