@@ -220,7 +220,7 @@ def test_prefix_export_is_peft_prefix_tuning_layout(tmp_path):
   for path, value in tree_lib.flatten(loaded).items():
     np.testing.assert_array_equal(value, tree_lib.flatten(extras)[path])
   # peft reads the directory as a PREFIX_TUNING adapter of this BERT's shape.
-  peft_lib = pytest.importorskip("peft")
+  import peft as peft_lib
   peft_config = peft_lib.PeftConfig.from_pretrained(str(tmp_path / "prefix"))
   assert peft_config.peft_type == "PREFIX_TUNING" and peft_config.num_virtual_tokens == 3
   assert (peft_config.num_layers, peft_config.token_dim) == (LAYERS, HIDDEN)
