@@ -8,6 +8,7 @@ widths `bucketing.bucket_widths` fits to the data) the run's seconds are estimat
 
   sum over the run's batches (train and eval, every epoch) of the batch's FLOPs / rate
   + compile seconds of each (train | eval, width) shape not compiled on this machine before
+    (a train shape: with the same number of steps, its schedule being compiled in)
 
 and the cheapest k is taken (the fewest widths on a tie):
   FLOPs    per token and layer, forward 2 * (4 H^2 + 2 H I) + 4 H * width (attention),
@@ -92,7 +93,10 @@ class Costs:
     self.signature = signature
     entry = self._read().get(signature, {})
     self.compile_seconds: float | None = entry.get("compile_seconds_per_shape")
-    self.compiled: set[tuple[str, int]] = {(k, int(w)) for k, w in entry.get("compiled", [])}
+    # (step, width, train steps of the run): a train step's program holds the learning-rate
+    # schedule, so it is the same program (a cache hit) only for the same number of steps.
+    self.compiled: set[tuple[str, int, int]] = {
+        (k, int(w), int(n)) for k, w, n in entry.get("compiled", [])}
 
   def _read(self) -> dict:
     if self.path is None or not os.path.exists(self.path):
@@ -103,7 +107,8 @@ class Costs:
     except (OSError, ValueError):
       return {}  # a damaged record only costs the prior
 
-  def record(self, seconds_per_shape: float | None, shapes: Iterable[tuple[str, int]]) -> None:
+  def record(self, seconds_per_shape: float | None,
+             shapes: Iterable[tuple[str, int, int]]) -> None:
     if self.path is None or jax.process_index() != 0:
       return
     with self._lock:
@@ -128,10 +133,19 @@ class RunShape:
   rate: float  # device FLOP/s (`measure_rate`)
 
 
+def train_steps(train_lengths, run: RunShape, k: int) -> int:
+  """The run's number of train steps with `length_buckets=k` (0 without training)."""
+  if train_lengths is None or not len(train_lengths):
+    return 0
+  widths = widths_for(train_lengths, run.max_seq_length, k)
+  return run.epochs * bucketing.num_batches(train_lengths, widths, run.batch_size)
+
+
 def estimate(k: int, train_lengths, eval_lengths, run: RunShape, compile_seconds: float,
-             compiled: set[tuple[str, int]], cache_on: bool) -> dict:
+             compiled: set[tuple[str, int, int]], cache_on: bool) -> dict:
   """The estimated seconds of a run with `length_buckets=k` (see the module doc)."""
   compute, shapes = 0.0, []
+  steps = train_steps(train_lengths, run, k)
   for kind, lengths, batch in (("train", train_lengths, run.batch_size),
                                ("predict", eval_lengths, run.eval_batch_size)):
     if lengths is None or not len(lengths):
@@ -141,10 +155,10 @@ def estimate(k: int, train_lengths, eval_lengths, run: RunShape, compile_seconds
       flops = tokens * token_flops(run.hidden, run.intermediate, run.layers, width,
                                    kind == "train")
       compute += run.epochs * flops / (run.rate * MODEL_EFFICIENCY)
-      shapes.append((kind, width))
+      shapes.append((kind, width, steps if kind == "train" else 0))
   compiling = 0.0
-  for kind, width in shapes:
-    share = WARM_SHARE if cache_on and (kind, width) in compiled else 1.0
+  for kind, width, n in shapes:
+    share = WARM_SHARE if cache_on and (kind, width, n) in compiled else 1.0
     compiling += share * compile_seconds * (1.0 if kind == "train" else 0.5)
   return dict(k=k, seconds=compute + compiling, compute_seconds=compute,
               compile_seconds=compiling, shapes=shapes)
@@ -167,7 +181,9 @@ def signature(cfg, bert_config) -> str:
       jax.default_backend(), getattr(device, "device_kind", ""), jax.device_count(), cfg.task,
       cfg.peft_method, bert_config.num_hidden_layers, bert_config.hidden_size,
       bert_config.intermediate_size, bert_config.num_attention_heads, bert_config.vocab_size,
-      cfg.dtype, cfg.batch_size, cfg.eval_batch_size, jax.__version__))
+      cfg.dtype, cfg.batch_size, cfg.eval_batch_size, jax.__version__,
+      # compiled into the train step with the schedule
+      cfg.learning_rate, cfg.warmup_fraction, cfg.weight_decay, cfg.grad_clip_norm))
 
 
 def plan(cfg, bert_config, train_mask, eval_mask, cache_dir: str | None) -> tuple[int, Costs]:
@@ -192,11 +208,12 @@ def plan(cfg, bert_config, train_mask, eval_mask, cache_dir: str | None) -> tupl
   return k, costs
 
 
-def record_run(costs: Costs, compiled_keys, compile_seconds: float, cold: bool) -> None:
-  """Keeps the shapes this run compiled and, when none came from the cache, its compile
-  seconds per shape (an eval shape counted as half)."""
-  shapes = [(key[0], dict(key[1:])["input_ids"][1]) for key in compiled_keys
-            if key[0] in ("train", "predict")]
-  units = sum(1.0 if kind == "train" else 0.5 for kind, _ in shapes)
+def record_run(costs: Costs, compiled_keys, compile_seconds: float, cold: bool,
+               steps: int) -> None:
+  """Keeps the shapes this run of `steps` train steps compiled and, when none came from
+  the cache, its compile seconds per shape (an eval shape counted as half)."""
+  shapes = [(key[0], dict(key[1:])["input_ids"][1], steps if key[0] == "train" else 0)
+            for key in compiled_keys if key[0] in ("train", "predict")]
+  units = sum(1.0 if kind == "train" else 0.5 for kind, _, _ in shapes)
   per_shape = compile_seconds / units if cold and units else None
   costs.record(per_shape, shapes)

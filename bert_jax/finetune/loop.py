@@ -510,7 +510,8 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   results["length_buckets"] = cfg.length_buckets
   hits, misses = (b - a for a, b in zip(hits_before, compilation_cache.hits_and_misses()))
   bucket_cost.record_run(costs, setup._cache, setup.compile_seconds,  # pylint: disable=protected-access
-                         cold=cache_dir is not None and misses > 0 and hits == 0)
+                         cold=cache_dir is not None and misses > 0 and hits == 0,
+                         steps=total_steps if train else 0)
   if train_loss is not None:
     results["train_loss"] = train_loss
     # Training rows (QA: windows) per second of training, compilation included, as

@@ -36,10 +36,16 @@ def test_compilation_against_padding(tmp_path):
   costs.compile_seconds = 1e3
   assert bucket_cost.choose(train, dev, costs, False, _run(2))[0] == 1
   # ... unless those shapes were compiled before and the cache is on: a load is cheap.
-  costs.compiled = {("train", 8), ("train", 16), ("train", 24), ("predict", 8),
-                    ("predict", 16), ("predict", 24)}
+  steps = bucket_cost.train_steps(train, _run(2), 2)
+  costs.compiled = {("train", 16, steps), ("train", 24, steps), ("predict", 16, 0),
+                    ("predict", 24, 0)}
   assert bucket_cost.choose(train, dev, costs, True, _run(2))[0] == 2  # 16, 24
   assert bucket_cost.choose(train, dev, costs, False, _run(2))[0] == 1
+  # A train step compiled for another number of steps is another program (its schedule).
+  costs.compiled = {("train", 16, steps + 1), ("train", 24, steps + 1), ("predict", 16, 0),
+                    ("predict", 24, 0)}
+  row = bucket_cost.choose(train, dev, costs, True, _run(2))[1][1]
+  np.testing.assert_allclose(row["compile_seconds"], 2 * 1e3 + 2 * 0.5 * 1e3 * bucket_cost.WARM_SHARE)
 
 
 def test_more_steps_buy_more_widths():
@@ -55,9 +61,10 @@ def test_record_keeps_measurements_per_signature(tmp_path):
   assert costs.compile_seconds is None and not costs.compiled
   keys = [("train", ("attention_mask", (32, 16)), ("input_ids", (32, 16))),
           ("predict", ("attention_mask", (64, 24)), ("input_ids", (64, 24))), "merge"]
-  bucket_cost.record_run(costs, keys, compile_seconds=3.0, cold=True)
+  bucket_cost.record_run(costs, keys, compile_seconds=3.0, cold=True, steps=10)
   again = bucket_cost.Costs(str(tmp_path), "a")
-  assert again.compile_seconds == 3.0 / 1.5 and again.compiled == {("train", 16), ("predict", 24)}
-  bucket_cost.record_run(again, keys[:1], compile_seconds=0.1, cold=False)  # a warm run
+  assert again.compile_seconds == 3.0 / 1.5
+  assert again.compiled == {("train", 16, 10), ("predict", 24, 0)}
+  bucket_cost.record_run(again, keys[:1], compile_seconds=0.1, cold=False, steps=10)  # warm
   assert bucket_cost.Costs(str(tmp_path), "a").compile_seconds == 2.0
   assert bucket_cost.Costs(str(tmp_path), "b").compile_seconds is None
