@@ -90,6 +90,9 @@ class BertConfig:
   global_every: int = 1          # with a window: layer i is global iff i % global_every == 0
   vocab_multiple: int = 1        # word-embedding rows rounded up to a multiple (64: ModernBERT)
   next_sentence_head: bool = True  # pooler + NSP classifier in BertForPreTraining
+  # Parameter-efficient fine-tuning hooks (bert_jax/finetune/peft); 0 = off, the classic model.
+  adapter_size: int = 0          # Houlsby bottleneck after the attention and after the FFN
+  prefix_length: int = 0         # trainable key/value prefixes per layer (P-tuning v2)
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -116,6 +119,10 @@ class BertConfig:
       raise ValueError(f"BertConfig.attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"BertConfig.remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    for name in ("adapter_size", "prefix_length"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"BertConfig.{name} must be an integer >= 0, got {value!r}")
     if not 0 <= self.pad_token_id < self.vocab_size:
       raise ValueError(f"BertConfig.pad_token_id {self.pad_token_id} is outside the vocabulary")
     self._check_modern_options()
@@ -469,6 +476,13 @@ class BertSelfAttention(nn.Module):
     rope = ctx.get("rope_local" if self.local else "rope_global")
     if rope is not None:
       q, k = apply_rope(q, rope), apply_rope(k, rope)
+    if cfg.prefix_length:
+      if self.local:
+        raise ValueError("prefix tuning (prefix_length) is not supported with local attention "
+                         "layers (sliding_window): their banded computation has no place for "
+                         "prefixes; use another PEFT method")
+      k, v, mask = self._prepend_prefix(k, v, ctx["mask"])
+      ctx = {**ctx, "mask": mask}
     if cfg.attention_impl == "cudnn":
       if not deterministic and cfg.attention_probs_dropout_prob > 0:
         raise ValueError(
@@ -493,6 +507,40 @@ class BertSelfAttention(nn.Module):
     return jax.nn.dot_product_attention(q, k, v, mask=ctx["mask"], local_window_size=(half, half),
                                         implementation="cudnn")
 
+  def _prepend_prefix(self, k, v, mask):
+    """Prefix tuning: `prefix_length` trained key and value vectors per head, put before
+    the sequence's own, and seen by every query (the mask grows by that many True
+    columns; the sequence's padding columns stay masked)."""
+    cfg = self.config
+    shape = (cfg.prefix_length, cfg.num_attention_heads, cfg.head_dim)
+    batch = k.shape[0]
+
+    def prefix(name, x):
+      p = self.param(name, _init(cfg, partitioning.PREFIX, partitioning.HEADS, partitioning.KV), shape, jnp.dtype(cfg.param_dtype))
+      return jnp.concatenate([jnp.broadcast_to(p.astype(x.dtype)[None], (batch,) + shape), x], 1)
+
+    seen = jnp.ones(mask.shape[:-1] + (cfg.prefix_length,), bool)
+    return (prefix("prefix_key", k), prefix("prefix_value", v),
+            jnp.concatenate([jnp.broadcast_to(seen, (batch,) + seen.shape[1:]), mask], -1))
+
+
+class BottleneckAdapter(nn.Module):
+  """Houlsby et al. (2019)'s adapter: x + up(swish(down(x))), down H -> adapter_size.
+
+  `up` starts at zero, so the adapter starts as the identity (the pretrained function
+  exactly); swish is AdapterHub's non-linearity for this (double_seq_bn) layout.
+  """
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    h = nn.Dense(cfg.adapter_size, kernel_init=_init(cfg, partitioning.EMBED, partitioning.ADAPTER),
+                 bias_init=_zeros(partitioning.ADAPTER), name="down", **_dtypes(cfg))(x)
+    h = nn.Dense(cfg.hidden_size, kernel_init=_zeros(partitioning.ADAPTER, partitioning.EMBED),
+                 bias_init=_zeros(partitioning.EMBED), name="up", **_dtypes(cfg))(jax.nn.swish(h))
+    return x + h
+
 
 class BertSelfOutput(nn.Module):
   """Output projection of the attention (or the MLP), dropout, residual, post-LayerNorm.
@@ -508,6 +556,8 @@ class BertSelfOutput(nn.Module):
     cfg = self.config
     x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (partitioning.EMBED,), name="dense")(x)
     x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    if cfg.adapter_size:  # after each sublayer's projection, before the residual (Houlsby)
+      x = BottleneckAdapter(cfg, name="adapter")(x)
     x = x + residual
     if not cfg.prenorm:
       x = _layer_norm(cfg)(x)

@@ -34,6 +34,8 @@ TOKEN_TYPE = "token_type"  # token-type-embedding rows
 CLASSES = "classes"        # NSP / task-head outputs
 LAYERS = "layers"          # the stacked layer axis when layers are scanned
 LORA_RANK = "lora_rank"    # low-rank adapter width
+ADAPTER = "adapter"        # bottleneck width of a (Houlsby) adapter
+PREFIX = "prefix"          # trainable key/value prefix positions (prefix tuning)
 
 # Activation axes.
 ACT_BATCH = "act_batch"
@@ -45,7 +47,7 @@ ACT_MLP = "act_mlp"
 ACT_VOCAB = "act_vocab"
 
 PARAM_AXES = (VOCAB, EMBED, HEADS, KV, MLP, HIDDEN, POSITION, TOKEN_TYPE, CLASSES,
-              LAYERS, LORA_RANK)
+              LAYERS, LORA_RANK, ADAPTER, PREFIX)
 ACTIVATION_AXES = (ACT_BATCH, ACT_LEN, ACT_EMBED, ACT_HEADS, ACT_KV, ACT_MLP, ACT_VOCAB)
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
@@ -72,6 +74,8 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     (CLASSES, None),
     (LAYERS, None),
     (LORA_RANK, None),
+    (ADAPTER, None),
+    (PREFIX, None),
 )
 
 

@@ -10,9 +10,10 @@ size, on this machine's CPU:
   classification  sentences of 6-20 words (the shape of SST-2 / reviews), 2 labels;
   qa              SQuAD v1.1-layout questions of 4-12 words over contexts of 40-240 words
                   (one window each at 384, so examples = windows on both sides).
-Ours runs `python -m launch.finetune` with length buckets (the default 4) and with one
-(padding to max_seq_length); transformers' runs `Trainer` with padding to max_seq_length (its
-run_glue / run_qa default) and with padding per batch (`DataCollatorWithPadding`). Reported:
+Ours runs `python -m launch.finetune` once per `--ours` spec (the number of length buckets,
+0 = chosen by the cost model, and the compilation cache: off, a new one, or the one the
+previous run filled); transformers' runs `Trainer` with padding per batch
+(`DataCollatorWithPadding`) and to max_seq_length (its run_glue / run_qa default). Reported:
   train_samples_per_second   training rows per second of training, compilation included,
                              evaluation excluded: Trainer's own figure, and ours from
                              eval_results.json, counted the same way;
@@ -26,6 +27,7 @@ line per run and a summary line with the ratios.
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +49,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", "bert_jax/configs/tiny.py", "Config file: the model's size (hidden size, layers, "
     "heads, intermediate size; the rest is transformers' BertConfig default).", lock_config=True)
 _RUNS = flags.DEFINE_list("runs", ["ours", "transformers"], "Which side(s) to run.")
+_OURS = flags.DEFINE_list(
+    "ours", ["4:none", "0:cold", "0:warm"],
+    "Our runs, BUCKETS:CACHE each: --length_buckets (0: chosen by the cost model) and the "
+    "compilation cache (none: off; cold: a new empty cache; warm: the cache the last cold "
+    "run filled, i.e. a second identical run).")
+_TRAINER = flags.DEFINE_list("trainer", ["batch", "max"],
+                             "Trainer's runs: padding per batch, or to max_seq_length.")
 _WORDS = 2000
 _EVAL_EXAMPLES = 256
 
@@ -116,12 +125,16 @@ def _make_inputs(root):
   return model_dir, files
 
 
-def _ours(model_dir, files, out, length_buckets):
+def _ours(model_dir, files, out, length_buckets, cache):
+  cache_dir = os.path.join(_WORKDIR.value, "xla")
+  if cache == "cold":
+    shutil.rmtree(cache_dir, ignore_errors=True)
   cmd = [sys.executable, "-m", "launch.finetune", f"--task={_TASK.value}",
          f"--init_from={model_dir}", f"--output_dir={out}", f"--train_file={files['train']}",
          f"--eval_file={files['eval']}", f"--max_seq_length={_seq_len()}",
          f"--batch_size={_BATCH.value}", f"--num_epochs={_EPOCHS.value}",
-         f"--length_buckets={length_buckets}", "--log_every_steps=1000000"]
+         f"--length_buckets={length_buckets}", "--log_every_steps=1000000",
+         f"--compilation_cache_dir={'none' if cache == 'none' else cache_dir}"]
   start = time.perf_counter()
   proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"), check=False)
@@ -132,7 +145,8 @@ def _ours(model_dir, files, out, length_buckets):
     results = json.load(f)
   later = results["history"][1:]
   rows = results["num_train_examples"]  # QA: windows (one per example here)
-  return {"framework": "bert-jax", "length_buckets": length_buckets,
+  return {"framework": "bert-jax", "length_buckets": length_buckets, "cache": cache,
+          "buckets_used": results["length_buckets"], "compile_seconds": results["compile_seconds"],
           "train_rows": rows, "train_steps": results["train_steps"],
           "train_samples_per_second": results["train_samples_per_second"],
           "steady_samples_per_second": (rows * len(later) / sum(h["train_seconds"] for h in later)
@@ -215,21 +229,26 @@ def main(argv):
             "hidden_size": _CONFIG.value.model.hidden_size,
             "layers": _CONFIG.value.model.num_hidden_layers}
   best = {}
-  # Alternating: (ours buckets, theirs per-batch padding), (ours one bucket, theirs max length).
-  for buckets, pad_to_max in ((4, False), (1, True)):
-    if "ours" in _RUNS.value:
-      row = _ours(model_dir, files, os.path.join(_WORKDIR.value, "ours"), buckets)
-      best[f"ours_buckets_{buckets}"] = row["train_samples_per_second"]
+  ours = [spec.split(":") for spec in _OURS.value] if "ours" in _RUNS.value else []
+  theirs = list(_TRAINER.value) if "transformers" in _RUNS.value else []
+  for buckets, cache in ours:
+    if cache not in ("none", "cold", "warm") or not buckets.isdigit():
+      raise ValueError(f"--ours={buckets}:{cache}: BUCKETS is an integer >= 0, CACHE none|cold|warm")
+  # Alternating ours and theirs, so that a change in the machine's load falls on both.
+  for i in range(max(len(ours), len(theirs))):
+    if i < len(ours):
+      buckets, cache = ours[i]
+      row = _ours(model_dir, files, os.path.join(_WORKDIR.value, "ours"), int(buckets), cache)
+      best[f"ours_buckets_{buckets}_{cache}"] = row["train_samples_per_second"]
       print(json.dumps({**common, **row}), flush=True)
-    if "transformers" in _RUNS.value:
-      row = _theirs(model_dir, files, os.path.join(_WORKDIR.value, "hf"), pad_to_max)
-      best["trainer_pad_" + ("max" if pad_to_max else "batch")] = row["train_samples_per_second"]
+    if i < len(theirs):
+      row = _theirs(model_dir, files, os.path.join(_WORKDIR.value, "hf"), theirs[i] == "max")
+      best["trainer_pad_" + theirs[i]] = row["train_samples_per_second"]
       print(json.dumps({**common, **row}), flush=True)
-  if len(best) == 4:
+  if "trainer_pad_batch" in best:
     print(json.dumps({"summary": True, **common, **{k: round(v, 2) for k, v in best.items()},
-                      "ratio_to_best_trainer": round(best["ours_buckets_4"] / max(
-                          best["trainer_pad_batch"], best["trainer_pad_max"]), 3)}), flush=True)
-
+                      **{f"ratio_{k}_to_trainer_pad_batch": round(v / best["trainer_pad_batch"], 3)
+                         for k, v in best.items() if k.startswith("ours")}}), flush=True)
 
 if __name__ == "__main__":
   cli.run(main)

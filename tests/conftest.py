@@ -13,6 +13,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests make their own small data and never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No persistent compilation cache unless a test asks for one: results never depend on
+# what an earlier run left in the user's cache.
+os.environ.setdefault("BERT_JAX_COMPILATION_CACHE", "none")
 
 
 # The longest files first: pytest-xdist hands whole files to the workers in collection

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bert_jax.finetune import lora
+from bert_jax.finetune import peft as peft_lib
 from bert_jax.finetune import tasks as tasks_lib
 
 TASKS = tasks_lib.NAMES
@@ -65,9 +66,20 @@ class FinetuneConfig:
   warmup_fraction: float = _field(0.1, "Warmup share of the steps.")
   weight_decay: float = _field(0.01, "AdamW weight decay.")
   grad_clip_norm: float = _field(1.0, "Global gradient-norm clipping.")
-  lora_rank: int = _field(0, "LoRA rank; 0 = full fine-tuning.")
+  peft: str | None = _field(
+      None, "Parameter-efficient fine-tuning (docs/peft.md): none = full fine-tuning; lora "
+      "(--lora_rank, merged into plain BERT on export); adapters (Houlsby bottlenecks, "
+      "--adapter_size); prefix (per-layer key/value prefixes, --prefix_length); bitfit (biases "
+      "only). The task head trains under every method. Unset: lora when --lora_rank > 0, "
+      "else none. PEFT methods usually want a higher --learning_rate (1e-4 to 1e-2).",
+      enum=peft_lib.METHODS)
+  lora_rank: int = _field(0, "LoRA rank. Without --peft, > 0 selects LoRA and 0 full "
+                          f"fine-tuning; --peft=lora with 0 uses {peft_lib.DEFAULT_LORA_RANK}.")
   lora_alpha: float = _field(16.0, "LoRA scale numerator (scale = alpha / rank).")
   lora_targets: tuple[str, ...] = _field(lora.DEFAULT_TARGETS, "Kernels LoRA adapts.")
+  adapter_size: int = _field(64, "--peft=adapters: bottleneck width of each adapter (two per "
+                             "layer).")
+  prefix_length: int = _field(16, "--peft=prefix: trained key/value positions per layer.")
   metric_for_best: str | None = _field(
       None, "Eval metric that picks the best epoch (default: the task's; higher is better).")
   mesh_shape: tuple[int, ...] = _field((-1, 1, 1), "data,fsdp,tensor mesh shape (default: "
@@ -76,9 +88,14 @@ class FinetuneConfig:
   seed: int = _field(0, "Seed of the head init, order and dropout.")
   log_every_steps: int = _field(50, "Progress interval.", positive=True)
   length_buckets: int = _field(
-      4, "At most this many batch widths, fitted to each file's lengths so that the least "
-      "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to "
-      "max_seq_length.", positive=True)
+      0, "Batch widths: 0 = as many as pay for their compilation, by a cost model of the run "
+      "(padding FLOPs saved against measured compile seconds; bert_jax/finetune/bucket_cost.py); "
+      "N >= 1: at most N widths fitted to each file's lengths (bucketing.py); 1: every batch "
+      "padded to max_seq_length.")
+  compilation_cache_dir: str | None = _field(
+      None, "JAX's persistent compilation cache (docs/compilation_cache.md): a second run of "
+      "the same shapes compiles nothing. Default: $BERT_JAX_COMPILATION_CACHE, else "
+      "~/.cache/bert_jax/xla ($XDG_CACHE_HOME respected); none: off.")
   # Question answering (--task=qa); BERT's run_squad.py defaults.
   version_2_with_negative: bool = _field(
       False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).", text=True)
@@ -117,16 +134,37 @@ class FinetuneConfig:
     for name in (f.name for f in dataclasses.fields(self) if f.metadata.get("positive")):
       if int(getattr(resolved, name)) <= 0:
         raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
+    if self.length_buckets < 0:
+      raise ValueError(f"length_buckets={self.length_buckets}: must be >= 0 (0: chosen by cost)")
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise ValueError(f"warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
     if self.learning_rate <= 0:
       raise ValueError(f"learning_rate={self.learning_rate}: must be positive")
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank={self.lora_rank}: must be >= 0")
+    if self.peft not in (None, "lora") and self.lora_rank > 0:
+      raise ValueError(f"lora_rank={self.lora_rank} is for --peft=lora, not --peft={self.peft}")
+    for name in ("adapter_size", "prefix_length"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name}={getattr(self, name)}: must be positive")
     metric = self.best_metric
     if metric not in task.metric_names:
       raise ValueError(f"metric_for_best={metric!r}: for task={self.task} choose one of "
                        f"{task.metric_names}")
+
+  @property
+  def peft_method(self) -> str:
+    """The PEFT method in force: --peft, else lora when lora_rank > 0, else none."""
+    if self.peft is not None:
+      return self.peft
+    return "lora" if self.lora_rank > 0 else "none"
+
+  @property
+  def effective_lora_rank(self) -> int:
+    """LoRA's rank when LoRA is in force, else 0."""
+    if self.peft_method != "lora":
+      return 0
+    return self.lora_rank or peft_lib.DEFAULT_LORA_RANK
 
   @property
   def best_metric(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 from bert_jax import fileio
 from bert_jax import interop
 from bert_jax import model as model_lib
+from bert_jax.finetune import peft
 from bert_jax.finetune import tasks as tasks_lib
 from bert_jax.finetune.config import FinetuneConfig
 
@@ -72,7 +73,12 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
   if jax.process_index() != 0:
     return
   with fileio.atomic_directory(directory) as tmp:
-    interop.save_hf(bert_config, host, tmp)
+    # Plain BERT weights (LoRA arrives merged; BitFit is plain BERT); adapters and
+    # prefixes go to their own files beside (bert_jax/finetune/peft).
+    plain, extras = peft.split_extras(host)
+    interop.save_hf(bert_config, plain, tmp)
+    if extras:
+      peft.save_extras(tmp, cfg.peft_method, bert_config, extras, task.hf_architecture)
     config_path = os.path.join(tmp, interop.CONFIG_NAME)
     with open(config_path) as f:
       hf = json.load(f)
@@ -87,8 +93,10 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
     fileio.write_json_atomic(config_path, hf, indent=2, sort_keys=True)
     write_tokenizer(tmp)
     meta = dict(task=cfg.task, labels=list(label_list), max_seq_length=cfg.max_seq_length,
-                **(text_meta or {}), lora_rank=cfg.lora_rank,
-                lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0,
+                **(text_meta or {}), peft=cfg.peft_method, lora_rank=cfg.effective_lora_rank,
+                lora_alpha=cfg.lora_alpha, lora_merged=cfg.peft_method == "lora",
                 options={**cfg.model_options(), "labels": list(label_list) or None,
                          "metric_for_best": cfg.best_metric})
+    if extras:
+      meta.update(adapter_size=bert_config.adapter_size, prefix_length=bert_config.prefix_length)
     fileio.write_json_atomic(os.path.join(tmp, FINETUNE_META), meta, indent=1)

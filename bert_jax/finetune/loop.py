@@ -8,10 +8,10 @@ then linear decay, batch 32, 3 epochs, clipping at 1.0) data-parallel on the
 `data, fsdp, tensor` mesh, evaluates after every epoch and keeps the best model
 (without an eval file: trains the epochs and keeps the last one, no best-epoch choice).
 
-What is trained: everything (full fine-tuning), or with `lora_rank > 0` LoRA
-adapters on the attention query and value projections plus whatever the
-checkpoint did not provide (the task head; the pooler of an encoder-only
-checkpoint). The rest is frozen: passed to the step as a separate argument, never
+What is trained: everything (full fine-tuning), or under `--peft` (bert_jax/finetune/peft)
+LoRA adapters on the attention query and value projections, Houlsby adapters,
+per-layer prefixes or the biases (BitFit), plus whatever the checkpoint did not
+provide (the task head; the pooler of an encoder-only checkpoint). The rest is frozen: passed to the step as a separate argument, never
 differentiated, without optimizer state, so it stays bit-identical.
 
 Outputs in `output_dir` (only process 0 writes):
@@ -62,10 +62,13 @@ import numpy as np
 import optax
 
 from bert_jax import batch as batch_lib
+from bert_jax import compilation_cache
+from bert_jax.finetune import bucket_cost
 from bert_jax.finetune import bucketing
 from bert_jax import fileio
 from bert_jax import interop
 from bert_jax.finetune import lora
+from bert_jax.finetune import peft
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
@@ -150,6 +153,7 @@ class Setup:
   num_train_steps: int
   trainable_count: int
   total_count: int
+  compile_seconds: float = 0.0       # wall time spent in `precompile` (cache loads included)
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def precompile(self, jobs: list[tuple[str, tuple]]) -> None:
@@ -171,8 +175,10 @@ class Setup:
 
     if todo:
       workers = min(len(todo), os.cpu_count() or 1)
+      start = time.perf_counter()
       with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         self._cache.update(zip(todo, pool.map(compile_one, todo.values())))
+      self.compile_seconds += time.perf_counter() - start
 
   def step(self, name: str, *args):
     """Step `name` on `args`: the precompiled executable for their shapes, else the jit."""
@@ -233,15 +239,16 @@ def _split_trained(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, params, shardin
   """(trainable values, their boxed twin, frozen values, frozen shardings): everything
   trained, or under LoRA the adapters (new, `lora_key`) plus what was not loaded."""
   rules = partitioning.DEFAULT_RULES
-  use_lora = cfg.lora_rank > 0
-  is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
+  use_lora = cfg.effective_lora_rank > 0
+  is_trained = peft.trainable_rule(cfg.peft_method, loaded)
   trained_model, frozen = lora.split(params, is_trained)
   boxed_model, _ = lora.split(boxed, is_trained)
   _, frozen_shardings = lora.split(shardings, is_trained)
   trainable, boxed_trainable = {"model": trained_model}, {"model": boxed_model}
   if use_lora:
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    adapter_init = functools.partial(lora.init_adapters, params=shapes, rank=cfg.lora_rank,
+    adapter_init = functools.partial(lora.init_adapters, params=shapes,
+                                     rank=cfg.effective_lora_rank,
                                      targets=cfg.lora_targets)
     with partitioning.axis_rules(mesh, rules):
       boxed_trainable["lora"] = jax.eval_shape(adapter_init, lora_key)
@@ -281,6 +288,9 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   even under LoRA.
   """
   task = tasks_lib.get(cfg.task)
+  # The PEFT method's modules (adapters, prefixes) in the model; none for the others.
+  bert_config = bert_config.replace(**peft.model_options(cfg.peft_method, cfg.adapter_size,
+                                                         cfg.prefix_length))
   model = task.model(bert_config, num_labels)
   init_key, lora_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
   params, shardings, boxed, loaded = _load_params(
@@ -294,7 +304,8 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
                             grad_clip_norm=cfg.grad_clip_norm)
   state, state_shardings = _init_state(tx, mesh, trainable, boxed_trainable, dropout_key)
 
-  lora_scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank > 0 else 0.0
+  lora_scale = (cfg.lora_alpha / cfg.effective_lora_rank if cfg.effective_lora_rank > 0
+                else 0.0)
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train = jax.jit(
@@ -495,9 +506,11 @@ def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_label
 
 
 def _setup_for(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, bert_config, pretrained: dict,
-               checkpoint_labels, files: Files) -> Setup:
-  """`build` for the run: the checkpoint's task head when it has one for these labels,
-  and as many steps as the train file's epochs take."""
+               checkpoint_labels, files: Files, cache_dir: str | None):
+  """`build` for the run: the checkpoint's task head when it has one for these labels
+  (and an adapters / prefix export's added leaves), the batch widths that pay for their
+  compilation, and as many steps as the train file's epochs take. Returns (the run's
+  config with those widths and PEFT sizes, Setup, the width costs, cache counts before)."""
   task = tasks_lib.get(cfg.task)
   head = None
   if task.head_matches(checkpoint_labels, files.label_list):
@@ -507,13 +520,37 @@ def _setup_for(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, bert_config, pretra
     raise ValueError(f"{cfg.init_from}: no task head for {cfg.task} with labels "
                      f"{files.label_list}; evaluating or predicting without a train_file "
                      "needs a fine-tuned checkpoint (e.g. OUT/best_model of an earlier run)")
+  extras, sizes = peft.extras_of_checkpoint(cfg.init_from, cfg.peft_method, bert_config)
+  if extras:  # an adapters / prefix export: its added leaves load with the encoder, its sizes
+    head = tree_lib.unflatten({**tree_lib.flatten(head or {}), **tree_lib.flatten(extras)})
+    cfg = dataclasses.replace(cfg, **sizes)
+  # --length_buckets=0: as many widths as pay for their compilation (bucket_cost.py).
+  buckets, costs = bucket_cost.plan(
+      cfg, bert_config, files.train.arrays["attention_mask"] if files.train else None,
+      files.evaluation.arrays["attention_mask"] if files.evaluation else None, cache_dir)
+  cfg = dataclasses.replace(cfg, length_buckets=buckets)
+  hits_before = compilation_cache.hits_and_misses()
   total_steps = (epoch_steps(files.train.arrays, cfg.batch_size, cfg.length_buckets)
                  * cfg.num_epochs if files.train else 1)
   setup = build(cfg, bert_config, {k: v for k, v in pretrained.items() if k == "bert"},
                 max(len(files.label_list), 1), mesh, total_steps, head)
-  logging.info("trainable parameters: %s of %s (%.2f%%)", f"{setup.trainable_count:,}",
-               f"{setup.total_count:,}", 100.0 * setup.trainable_count / setup.total_count)
-  return setup
+  if jax.process_index() == 0:
+    print(f"peft={cfg.peft_method}: trainable parameters {setup.trainable_count:,} of "
+          f"{setup.total_count:,} ({100.0 * setup.trainable_count / setup.total_count:.2f}%)",
+          flush=True)
+  return cfg, setup, costs, hits_before
+
+
+def _record_compilation(results: dict, cfg: FinetuneConfig, setup: Setup, costs,
+                        hits_before, cache_dir: str | None) -> None:
+  """Compile seconds of every batch width (train and eval; cache loads included) into
+  the results, and the measured cost per shape for the next run's width choice."""
+  results.update(compile_seconds=setup.compile_seconds, length_buckets=cfg.length_buckets,
+                 compilation_cache_dir=cache_dir)
+  hits, misses = (b - a for a, b in zip(hits_before, compilation_cache.hits_and_misses()))
+  bucket_cost.record_run(costs, setup._cache, setup.compile_seconds,  # pylint: disable=protected-access
+                         cold=cache_dir is not None and misses > 0 and hits == 0,
+                         steps=setup.num_train_steps if results["train_steps"] else 0)
 
 
 def run(cfg: FinetuneConfig, text: TextSide) -> dict:
@@ -522,13 +559,15 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   is the task's text side (`make_text_task` of the text package)."""
   cfg.validate()
   cfg = cfg.with_task_defaults()
+  cache_dir = compilation_cache.configure(cfg.compilation_cache_dir)
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   for name in ("batch_size", "eval_batch_size"):
     partitioning.check_batch_fits_mesh(f"{name}={getattr(cfg, name)}", getattr(cfg, name), mesh)
   bert_config, pretrained, tokenizer, report = _load_checkpoint(cfg, text)
   checkpoint_labels = finetune_export.checkpoint_labels(cfg.init_from)
   files = _read_files(cfg, text, tokenizer, checkpoint_labels)
-  setup = _setup_for(cfg, mesh, bert_config, pretrained, checkpoint_labels, files)
+  cfg, setup, costs, hits_before = _setup_for(cfg, mesh, bert_config, pretrained,
+                                              checkpoint_labels, files, cache_dir)
   _log_load_report(report, setup)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
@@ -554,6 +593,7 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   else:
     best = Best(None, 0, setup.state.params, None, {}, "")
   results = _results(cfg, setup, files, best, history, train_loss)
+  _record_compilation(results, cfg, setup, costs, hits_before, cache_dir)
   if files.train is not None:
     results["best_model_dir"] = best_dir
   results.update(_write_outputs(cfg, setup, text, files, best))
@@ -588,7 +628,8 @@ def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, histor
                  num_train_examples=len(train) if train else 0,
                  num_eval_examples=len(files.evaluation) if files.evaluation else 0,
                  trainable_parameters=setup.trainable_count,
-                 total_parameters=setup.total_count, lora_rank=cfg.lora_rank,
+                 total_parameters=setup.total_count, peft=cfg.peft_method,
+                 lora_rank=cfg.effective_lora_rank,
                  train_steps=setup.num_train_steps if train else 0)
   if train_loss is not None:
     results["train_loss"] = train_loss

@@ -59,7 +59,6 @@ def make_model_dir(directory, task, max_seq_length=32, seed=0):
     with open(vocab_path, "w") as f:
       f.write("\n".join(VOCAB) + "\n")
     return directory
-  from bert_jax.finetune.config import FinetuneConfig  # pylint: disable=import-outside-toplevel
   from data_pipeline.finetune import tasks as text_tasks  # pylint: disable=import-outside-toplevel
   # QA windows that fit a tiny max_seq_length.
   options = dict(doc_stride=8, max_query_length=8) if task == "qa" else {}

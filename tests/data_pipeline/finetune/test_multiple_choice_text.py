@@ -1,7 +1,6 @@
 """Multiple choice files: SWAG's CSV, C3's JSON and CHID's JSON lines (Chinese), encoding."""
 import json
 
-import numpy as np
 import pytest
 
 from data_pipeline.finetune import readers as fd
