@@ -2,7 +2,7 @@
 RoPE theta 160k global / 10k local, vocabulary 50368): ModernBERT's phase-1 recipe.
 
   python -m launch.pretrain --config=bert_jax/configs/modernbert_base.py --workdir=DIR \\
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 MLM only at a 30% masking rate on 1024-token rows (prepare the data with
 --pair_mode=none semantics: `config.data.pair_mode` is 'none'), StableAdamW, a

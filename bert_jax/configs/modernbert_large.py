@@ -2,7 +2,7 @@
 ModernBERT's phase-1 recipe at the large size.
 
   python -m launch.pretrain --config=bert_jax/configs/modernbert_large.py --workdir=DIR \\
-      --config.data_dir=PREPARED_DATA_DIR
+      --config.data.data_dir=PREPARED_DATA_DIR
 
 CPU smoke run: `--config=bert_jax/configs/modernbert_large.py:tiny`. See docs/modern_encoder.md.
 """

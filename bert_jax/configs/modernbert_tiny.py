@@ -3,7 +3,7 @@ quickstart's twin of tiny.py with ModernBERT's architecture and recipe.
 
   python -m launch.pretrain --config=bert_jax/configs/modernbert_tiny.py --workdir=/tmp/modern-tiny
 
-Like tiny.py, with no --config.data_dir it prepares the embedded default corpus with an
+Like tiny.py, with no --config.data.data_dir it prepares the embedded default corpus with an
 8k vocabulary and trains 1000 steps of 16 rows of 64 tokens; here MLM only, 30% masked,
 StableAdamW on a warmup-stable-decay schedule. Its parameter count is within 1% of
 tiny.py's (see docs/modern_encoder.md for the side-by-side run).
