@@ -160,19 +160,15 @@ def export(model_dir: str, output_dir: str, *, platforms: Sequence[str] = ("cpu"
   specs = [jax.ShapeDtypeStruct(np.shape(x), np.float32) for x in leaves]
   exported = jax.export.export(jax.jit(flat_infer), platforms=platforms)(specs, ids, ids, ids)
   manifest = make_manifest(model_dir, meta, widths, platforms)
-  tmp = f"{output_dir}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  with open(os.path.join(tmp, runtime.MODULE_FILE), "wb") as f:
-    f.write(exported.serialize())
-  np.savez(os.path.join(tmp, runtime.PARAMS_FILE),
-           **{f"p{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
-  copy_tokenizer(model_dir, tmp)
-  fileio.write_text_atomic(os.path.join(tmp, runtime.MANIFEST_FILE),
-                           json.dumps(manifest, indent=1, ensure_ascii=False))
-  if os.path.isdir(output_dir):
-    os.rmdir(output_dir)
-  os.replace(tmp, output_dir)
+  # Written beside, then renamed into place: a crash never leaves half an artifact.
+  with fileio.atomic_directory(output_dir) as tmp:
+    with open(os.path.join(tmp, runtime.MODULE_FILE), "wb") as f:
+      f.write(exported.serialize())
+    np.savez(os.path.join(tmp, runtime.PARAMS_FILE),
+             **{f"p{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+    copy_tokenizer(model_dir, tmp)
+    fileio.write_text_atomic(os.path.join(tmp, runtime.MANIFEST_FILE),
+                             json.dumps(manifest, indent=1, ensure_ascii=False))
   return manifest
 
 

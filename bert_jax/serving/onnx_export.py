@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Sequence
 
 import numpy as np
@@ -107,38 +106,34 @@ def export(model_dir: str, output_dir: str, *, quantize: bool = False,
       bucket_widths or export_artifact.default_bucket_widths(max_len), max_len)
   model = load_torch_model(model_dir, task)
   names = output_names(task)
-  tmp = f"{output_dir}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  example = sample_batch(2, min(8, max_len), model.config.vocab_size)
-  axes = {k: {0: "batch", 1: "sequence"} for k in runtime.INPUTS}
-  axes.update({n: ({0: "batch"} if n == "pooler_output" or task in ("classification",
-                                                                     "regression")
-                   else {0: "batch", 1: "sequence"}) for n in names})
-  torch.onnx.export(_wrapped(model, names),
-                    tuple(torch.from_numpy(example[k]) for k in runtime.INPUTS),
-                    os.path.join(tmp, MODEL_FILE), input_names=list(runtime.INPUTS),
-                    output_names=list(names), dynamic_axes=axes, opset_version=OPSET,
-                    dynamo=False)
-  check = sample_batch(3, max(3, max_len - 3), model.config.vocab_size, seed=1)
-  diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
-      run_onnx(os.path.join(tmp, MODEL_FILE), check), run_torch(model, check, names)))
-  if diff > 1e-4:
-    raise ValueError(f"{model_dir}: the ONNX export differs from PyTorch by {diff:.2e} "
-                     "(> 1e-4); not kept")
-  files = [MODEL_FILE]
-  if quantize:
-    from onnxruntime import quantization  # pylint: disable=import-outside-toplevel
-    quantization.quantize_dynamic(os.path.join(tmp, MODEL_FILE), os.path.join(tmp, INT8_FILE),
-                                  weight_type=quantization.QuantType.QInt8)
-    files.append(INT8_FILE)
-  export_artifact.copy_tokenizer(model_dir, tmp)
-  manifest = export_artifact.make_manifest(model_dir, meta, widths, ("cpu",))
-  manifest.update(format="onnx", opset=OPSET, files=files, outputs=list(names),
-                  parity_vs_pytorch=diff, torch_version=torch.__version__)
-  fileio.write_text_atomic(os.path.join(tmp, runtime.MANIFEST_FILE),
-                           json.dumps(manifest, indent=1, ensure_ascii=False))
-  if os.path.isdir(output_dir):
-    os.rmdir(output_dir)
-  os.replace(tmp, output_dir)
+  # Written beside, then renamed into place: a crash never leaves half an artifact.
+  with fileio.atomic_directory(output_dir) as tmp:
+    example = sample_batch(2, min(8, max_len), model.config.vocab_size)
+    axes = {k: {0: "batch", 1: "sequence"} for k in runtime.INPUTS}
+    axes.update({n: ({0: "batch"} if n == "pooler_output" or task in ("classification",
+                                                                       "regression")
+                     else {0: "batch", 1: "sequence"}) for n in names})
+    torch.onnx.export(_wrapped(model, names),
+                      tuple(torch.from_numpy(example[k]) for k in runtime.INPUTS),
+                      os.path.join(tmp, MODEL_FILE), input_names=list(runtime.INPUTS),
+                      output_names=list(names), dynamic_axes=axes, opset_version=OPSET,
+                      dynamo=False)
+    check = sample_batch(3, max(3, max_len - 3), model.config.vocab_size, seed=1)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        run_onnx(os.path.join(tmp, MODEL_FILE), check), run_torch(model, check, names)))
+    if diff > 1e-4:
+      raise ValueError(f"{model_dir}: the ONNX export differs from PyTorch by {diff:.2e} "
+                       "(> 1e-4); not kept")
+    files = [MODEL_FILE]
+    if quantize:
+      from onnxruntime import quantization  # pylint: disable=import-outside-toplevel
+      quantization.quantize_dynamic(os.path.join(tmp, MODEL_FILE), os.path.join(tmp, INT8_FILE),
+                                    weight_type=quantization.QuantType.QInt8)
+      files.append(INT8_FILE)
+    export_artifact.copy_tokenizer(model_dir, tmp)
+    manifest = export_artifact.make_manifest(model_dir, meta, widths, ("cpu",))
+    manifest.update(format="onnx", opset=OPSET, files=files, outputs=list(names),
+                    parity_vs_pytorch=diff, torch_version=torch.__version__)
+    fileio.write_text_atomic(os.path.join(tmp, runtime.MANIFEST_FILE),
+                             json.dumps(manifest, indent=1, ensure_ascii=False))
   return manifest
