@@ -26,9 +26,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 10, warmup_steps: int
   unknown), flops_per_seq, peak_flops, backend, device_kind, num_devices, ..."""
   if steps <= 0 or warmup_steps < 1:
     raise ValueError(f"steps={steps} must be positive and warmup_steps={warmup_steps} >= 1")
-  job = train.setup(config)
-  mesh, model, compiled = job.mesh, job.model, job.steps
-  state = job.init_state()
+  setup = train.build(config)
+  mesh, model, compiled = setup.mesh, setup.model, setup.steps
+  state = setup.init_state()
 
   rng = np.random.default_rng(config.seed)
   local_batch = config.global_batch_size // jax.process_count()
@@ -91,9 +91,9 @@ def run_on_batches(config: ml_collections.ConfigDict,
   if steps <= 0 or warmup_steps < 1 or not streams or not all(streams.values()):
     raise ValueError(f"steps={steps} must be positive, warmup_steps={warmup_steps} >= 1 and "
                      f"every stream needs a batch")
-  job = train.setup(config)
-  mesh, compiled = job.mesh, job.steps
-  state = job.init_state()
+  setup = train.build(config)
+  mesh, compiled = setup.mesh, setup.steps
+  state = setup.init_state()
   on_device = {name: [partitioning.host_to_device(batch_lib.pretraining_arrays(b), mesh)
                       for b in bs] for name, bs in streams.items()}
   times: dict[str, list[float]] = {name: [] for name in streams}

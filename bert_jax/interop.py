@@ -32,7 +32,7 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PYTORCH_WEIGHTS_NAME = "pytorch_model.bin"
 
 # config.json fields that are BertConfig fields with the same meaning.
-_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                   "intermediate_size", "hidden_act", "hidden_dropout_prob",
                   "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
                   "initializer_range", "layer_norm_eps", "pad_token_id")
@@ -47,7 +47,7 @@ _REDUNDANT_KEYS = ("bert.embeddings.position_ids", "cls.predictions.decoder.weig
 
 
 def config_to_hf(config: model_lib.BertConfig) -> dict[str, Any]:
-  out = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+  out = {name: getattr(config, name) for name in CONFIG_FIELDS}
   out.update(architectures=["BertForPreTraining"], model_type="bert",
              position_embedding_type="absolute", torch_dtype="float32", use_cache=True)
   return out
@@ -61,10 +61,10 @@ def config_from_hf(hf: Mapping[str, Any], where: str = CONFIG_NAME, **overrides)
   pos = hf.get("position_embedding_type", "absolute")
   if pos != "absolute":
     raise ValueError(f"{where}: position_embedding_type {pos!r} is not supported (only 'absolute')")
-  missing = [f for f in _CONFIG_FIELDS if f not in hf and f != "pad_token_id"]
+  missing = [f for f in CONFIG_FIELDS if f not in hf and f != "pad_token_id"]
   if missing:
     raise ValueError(f"{where}: missing field(s) {missing}")
-  fields = {f: hf[f] for f in _CONFIG_FIELDS if f in hf and hf[f] is not None}
+  fields = {f: hf[f] for f in CONFIG_FIELDS if f in hf and hf[f] is not None}
   try:
     return model_lib.BertConfig(**{**fields, **overrides})
   except (TypeError, ValueError) as e:
@@ -326,8 +326,7 @@ def save_hf(config: model_lib.BertConfig, params: Mapping[str, Any], directory: 
       raise ValueError(f"parameter {'/'.join(path)}: shape {state[key].shape} does not match the "
                        f"config's {_hf_shape(path, shape)}")
   os.makedirs(directory, exist_ok=True)
-  tmp_weights = os.path.join(directory, WEIGHTS_NAME + ".tmp")
-  save_file(state, tmp_weights, metadata={"format": "pt"})
-  os.replace(tmp_weights, os.path.join(directory, WEIGHTS_NAME))
-  fileio.write_text_atomic(os.path.join(directory, CONFIG_NAME),
-                           json.dumps(config_to_hf(config), indent=2, sort_keys=True))
+  with fileio.atomic_path(os.path.join(directory, WEIGHTS_NAME)) as tmp_weights:
+    save_file(state, tmp_weights, metadata={"format": "pt"})
+  fileio.write_json_atomic(os.path.join(directory, CONFIG_NAME), config_to_hf(config),
+                           indent=2, sort_keys=True)

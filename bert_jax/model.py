@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import partitioning as P
+from bert_jax import partitioning
 
 # BERT's published sizes (google-research/bert README): layers, hidden, heads.
 PRESETS: dict[str, dict[str, int]] = {
@@ -134,8 +134,8 @@ def _dense(config: BertConfig, features: int, in_axis: str, out_axis: str, name:
 def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (P.EMBED,)),
-      bias_init=_zeros(P.EMBED), **_dtypes(config))
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (partitioning.EMBED,)),
+      bias_init=_zeros(partitioning.EMBED), **_dtypes(config))
 
 
 class DenseND(nn.Module):
@@ -174,13 +174,14 @@ class BertEmbeddings(nn.Module):
   def setup(self):
     cfg = self.config
     self.word_embeddings = nn.Embed(
-        cfg.vocab_size, cfg.hidden_size, embedding_init=_init(cfg, P.VOCAB, P.EMBED), **_dtypes(cfg))
+        cfg.vocab_size, cfg.hidden_size,
+        embedding_init=_init(cfg, partitioning.VOCAB, partitioning.EMBED), **_dtypes(cfg))
     self.position_embeddings = nn.Embed(
-        cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_init(cfg, P.POSITION, P.EMBED),
-        **_dtypes(cfg))
+        cfg.max_position_embeddings, cfg.hidden_size,
+        embedding_init=_init(cfg, partitioning.POSITION, partitioning.EMBED), **_dtypes(cfg))
     self.token_type_embeddings = nn.Embed(
-        cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init(cfg, P.TOKEN_TYPE, P.EMBED),
-        **_dtypes(cfg))
+        cfg.type_vocab_size, cfg.hidden_size,
+        embedding_init=_init(cfg, partitioning.TOKEN_TYPE, partitioning.EMBED), **_dtypes(cfg))
     self.LayerNorm = _layer_norm(cfg)  # pylint: disable=invalid-name
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -199,7 +200,7 @@ class BertEmbeddings(nn.Module):
          + self._lookup(self.token_type_embeddings, token_type_ids))
     x = self.LayerNorm(x)
     x = self.dropout(x, deterministic=deterministic)
-    return _constrain(x, P.ACT_BATCH, P.ACT_LEN, P.ACT_EMBED)
+    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
 
   def _lookup(self, embed: nn.Embed, ids):
     # Gather rows from the whole table, as FSDP gathers any weight before use:
@@ -248,9 +249,10 @@ class BertSelfAttention(nn.Module):
     heads, head_dim = cfg.num_attention_heads, cfg.head_dim
 
     def project(name):
-      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (P.EMBED,), (P.HEADS, P.KV),
-                  name=name)(x)
-      return _constrain(y, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
+      y = DenseND(cfg, (cfg.hidden_size,), (heads, head_dim), (partitioning.EMBED,),
+                  (partitioning.HEADS, partitioning.KV), name=name)(x)
+      return _constrain(y, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS,
+                        partitioning.ACT_KV)
 
     q, k, v = project("query"), project("key"), project("value")
     if cfg.attention_impl == "cudnn":
@@ -263,7 +265,8 @@ class BertSelfAttention(nn.Module):
       dropout = functools.partial(nn.Dropout(cfg.attention_probs_dropout_prob),
                                   deterministic=deterministic)
       out = _xla_attention(q, k, v, mask, dropout)
-    return _constrain(out, P.ACT_BATCH, P.ACT_LEN, P.ACT_HEADS, P.ACT_KV)
+    return _constrain(out, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_HEADS,
+                      partitioning.ACT_KV)
 
 
 class BertSelfOutput(nn.Module):
@@ -275,10 +278,11 @@ class BertSelfOutput(nn.Module):
   @nn.compact
   def __call__(self, x, residual, *, deterministic: bool):
     cfg = self.config
-    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (P.EMBED,), name="dense")(x)
+    x = DenseND(cfg, self.in_features, (cfg.hidden_size,), self.in_axes, (partitioning.EMBED,),
+                name="dense")(x)
     x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
     x = _layer_norm(cfg)(x + residual)
-    return _constrain(x, P.ACT_BATCH, P.ACT_LEN, P.ACT_EMBED)
+    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_EMBED)
 
 
 class BertAttention(nn.Module):
@@ -288,8 +292,8 @@ class BertAttention(nn.Module):
   def __call__(self, x, mask, *, deterministic: bool):
     y = BertSelfAttention(self.config, name="self")(x, mask, deterministic=deterministic)
     return BertSelfOutput(
-        self.config, (self.config.num_attention_heads, self.config.head_dim), (P.HEADS, P.KV),
-        name="output")(
+        self.config, (self.config.num_attention_heads, self.config.head_dim),
+        (partitioning.HEADS, partitioning.KV), name="output")(
         y, x, deterministic=deterministic)
 
 
@@ -299,9 +303,9 @@ class BertIntermediate(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = _dense(cfg, cfg.intermediate_size, P.EMBED, P.MLP, "dense")(x)
+    x = _dense(cfg, cfg.intermediate_size, partitioning.EMBED, partitioning.MLP, "dense")(x)
     x = _ACTIVATIONS[cfg.hidden_act](x)
-    return _constrain(x, P.ACT_BATCH, P.ACT_LEN, P.ACT_MLP)
+    return _constrain(x, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_MLP)
 
 
 class BertLayer(nn.Module):
@@ -314,7 +318,8 @@ class BertLayer(nn.Module):
     x = BertAttention(self.config, name="attention")(x, mask, deterministic=self.deterministic)
     y = BertIntermediate(self.config, name="intermediate")(x)
     x = BertSelfOutput(
-        self.config, (self.config.intermediate_size,), (P.MLP,), name="output")(y, x, deterministic=self.deterministic)
+        self.config, (self.config.intermediate_size,), (partitioning.MLP,), name="output")(
+            y, x, deterministic=self.deterministic)
     return x, None
 
 
@@ -337,7 +342,7 @@ class BertEncoder(nn.Module):
     if cfg.scan_layers:
       stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=nn.broadcast, length=cfg.num_hidden_layers,
-                      metadata_params={nn.PARTITION_NAME: P.LAYERS})
+                      metadata_params={nn.PARTITION_NAME: partitioning.LAYERS})
       x, _ = stack(cfg, deterministic, name="layers")(x, mask)
       return x
     for i in range(cfg.num_hidden_layers):
@@ -355,7 +360,8 @@ class BertPooler(nn.Module):
     cfg = self.config
     cls = (sequence_output[:, 0] if cls_positions is None
            else gather_positions(sequence_output, cls_positions))
-    return jnp.tanh(_dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense")(cls))
+    dense = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")
+    return jnp.tanh(dense(cls))
 
 
 def attention_mask_4d(attention_mask: jax.Array, instance_ids: jax.Array | None = None
@@ -416,7 +422,7 @@ class _PredictionTransform(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    x = _dense(cfg, cfg.hidden_size, P.EMBED, P.HIDDEN, "dense")(x)
+    x = _dense(cfg, cfg.hidden_size, partitioning.EMBED, partitioning.HIDDEN, "dense")(x)
     x = _ACTIVATIONS[cfg.hidden_act](x)
     return _layer_norm(cfg)(x)
 
@@ -429,9 +435,10 @@ class _Predictions(nn.Module):
   def __call__(self, x, attend):
     cfg = self.config
     x = _PredictionTransform(cfg, name="transform")(x)
-    bias = self.param("bias", _zeros(P.VOCAB), (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+    bias = self.param("bias", _zeros(partitioning.VOCAB), (cfg.vocab_size,),
+                      jnp.dtype(cfg.param_dtype))
     logits = attend(x) + bias.astype(x.dtype)
-    return _constrain(logits, P.ACT_BATCH, P.ACT_LEN, P.ACT_VOCAB)
+    return _constrain(logits, partitioning.ACT_BATCH, partitioning.ACT_LEN, partitioning.ACT_VOCAB)
 
 
 class _PreTrainingHeads(nn.Module):
@@ -441,7 +448,8 @@ class _PreTrainingHeads(nn.Module):
   @nn.compact
   def __call__(self, sequence, pooled, attend):
     mlm_logits = _Predictions(self.config, name="predictions")(sequence, attend)
-    nsp_logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "seq_relationship")(pooled)
+    nsp_logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES,
+                        "seq_relationship")(pooled)
     return mlm_logits, nsp_logits
 
 
@@ -481,7 +489,8 @@ class BertForSequenceClassification(nn.Module):
     _, pooled = BertModel(self.config, name="bert")(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     pooled = nn.Dropout(self.config.hidden_dropout_prob)(pooled, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(pooled)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES,
+                  "classifier")(pooled)
 
 
 class BertForTokenClassification(nn.Module):
@@ -494,7 +503,8 @@ class BertForTokenClassification(nn.Module):
     sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     sequence = nn.Dropout(self.config.hidden_dropout_prob)(sequence, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, P.EMBED, P.CLASSES, "classifier")(sequence)
+    return _dense(self.config, self.num_labels, partitioning.EMBED, partitioning.CLASSES,
+                  "classifier")(sequence)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -510,7 +520,8 @@ class BertForQuestionAnswering(nn.Module):
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic: bool = True):
     sequence, _ = BertModel(self.config, add_pooling_layer=False, name="bert")(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
-    logits = _dense(self.config, 2, P.EMBED, P.CLASSES, "qa_outputs")(sequence)
+    logits = _dense(self.config, 2, partitioning.EMBED, partitioning.CLASSES,
+                    "qa_outputs")(sequence)
     return logits[..., 0], logits[..., 1]
 
 

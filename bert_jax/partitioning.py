@@ -206,8 +206,24 @@ def create_sharded(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules = DEFAU
   return tree, shardings
 
 
+def abstract_of(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying `shardings`: a restore target from any (array or
+  abstract) tree, touching no device memory."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
 def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_batch_fits_mesh(what: str, rows: int, mesh: Mesh) -> None:
+  """A global batch of `rows` rows must split evenly over the data-parallel devices;
+  said before anything compiles, `what` naming where the number comes from."""
+  dp = data_parallel_size(mesh)
+  if rows % dp:
+    raise ValueError(f"{what} is not divisible by the {dp} data-parallel devices "
+                     f"(data x fsdp of mesh {dict(mesh.shape)})")
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,11 +1,12 @@
 """BERT pretraining: train state, pure train / eval steps, the set-up and the loop.
 
-`train_and_evaluate(config, workdir, source)` composes small pieces: `setup` (validate,
-mesh, model, optimizer, abstract state, compiled steps; shared with the benchmark and
-the tests), the data `source` it is handed (`bert_jax.batch.PretrainingSource`: its
-train iterator's `get_state` / `set_state` resume the data exactly), and `train_loop`
-(step, hooks, eval; reporting in `progress.py`; `step_hooks` run after every step,
-e.g. to save).
+`train_and_evaluate(config, workdir, source)` composes small pieces: `build` (validate,
+mesh, model, optimizer, abstract state, compiled steps: a `Setup`, shared with the
+benchmark and the tests; the fine-tuning loop's `build` / `Setup` are its twins), the
+data `source` it is handed (`bert_jax.batch.PretrainingSource`), the `HostState` that a
+checkpoint carries besides the arrays (the data position, the metrics window, the
+unigram counts: one `get_state` / `set_state`), and `train_loop` (step, hooks, eval;
+reporting in `progress.py`; `step_hooks` run after every step, e.g. to save).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import optax
 from bert_jax import batch as batch_lib
 from bert_jax.checkpointing import manager as checkpoint_lib
 from bert_jax.multihost import distributed
+from bert_jax import fileio
 from bert_jax import flops as flops_lib
 from bert_jax.multihost import job_failure
 from bert_jax import metrics as metrics_lib
@@ -97,20 +99,15 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return partitioning.make_mesh(tuple(config.mesh_shape))
 
 
-def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+def check_batches_fit_mesh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
   """Each micro-batch (and eval batch) must split evenly over the data-parallel
   devices; said here, before anything compiles."""
-  dp = partitioning.data_parallel_size(mesh)
   micro = config.global_batch_size // config.num_micro_batches
-  if micro % dp:
-    raise ValueError(
-        f"config.global_batch_size={config.global_batch_size} with config.num_micro_batches="
-        f"{config.num_micro_batches} gives micro-batches of {micro} sequences, not divisible by "
-        f"the {dp} data-parallel devices (data x fsdp of mesh {dict(mesh.shape)})")
-  if config.eval_batch_size % dp:
-    raise ValueError(
-        f"config.eval_batch_size={config.eval_batch_size} is not divisible by the {dp} "
-        f"data-parallel devices (data x fsdp of mesh {dict(mesh.shape)})")
+  partitioning.check_batch_fits_mesh(
+      f"config.global_batch_size={config.global_batch_size} with config.num_micro_batches="
+      f"{config.num_micro_batches} (micro-batches of {micro} sequences)", micro, mesh)
+  partitioning.check_batch_fits_mesh(f"config.eval_batch_size={config.eval_batch_size}",
+                                     config.eval_batch_size, mesh)
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: model_lib.BertForPreTraining,
@@ -134,9 +131,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model: model_lib.Ber
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(_state_initializer(config, model, tx), jax.random.PRNGKey(config.seed))
     shardings = partitioning.shardings_for(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          flax.linen.unbox(boxed), shardings)
-  return abstract, shardings
+  return partitioning.abstract_of(flax.linen.unbox(boxed), shardings), shardings
 
 
 def _state_initializer(config, model, tx) -> Callable[[jax.Array], TrainState]:
@@ -282,9 +277,10 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """A pretraining job ready to run (what the loop, the benchmark and the tests share):
-  the mesh, model, optimizer, the abstract train state (the restore target) with its
-  shardings, and the compiled steps. `init_state()` builds a fresh state."""
+  """A pretraining run ready to start (`build` makes it; the loop, the benchmark and the
+  tests share it): the mesh, model, optimizer, the abstract train state (the restore
+  target) with its shardings, and the compiled steps. `init_state()` builds a fresh
+  state."""
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   model: model_lib.BertForPreTraining
@@ -298,12 +294,12 @@ class Setup:
     return create_train_state(self.config, self.model, self.tx, self.mesh)[0]
 
 
-def setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
   """Validates `config` (before anything compiles: messages name the field), builds
   the mesh (or takes `mesh`), model, optimizer and abstract state, and jits the steps."""
   validate_config(config)
   mesh = make_mesh(config) if mesh is None else mesh
-  check_batch_fits_mesh(config, mesh)
+  check_batches_fit_mesh(config, mesh)
   model = model_lib.BertForPreTraining(model_config_from(config))
   tx, schedule = optim.optimizer_from_config(config)
   abstract, shardings = abstract_train_state(config, model, tx, mesh)
@@ -334,19 +330,52 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.sharding.Mesh,
-             num_steps: int, unigram: metrics_lib.UnigramBaseline | None = None
-             ) -> dict[str, float]:
-  """Eval metrics over up to `num_steps` held-out batches (exact pooled means)."""
+@dataclasses.dataclass
+class HostState:
+  """What a checkpoint carries besides the arrays: the train iterator (its position),
+  the metrics window not yet logged and, on text, the unigram baseline's counts.
+
+  `get_state()` is {"data": this process's data position, "loop": {"metrics_window",
+  "unigram_train_counts"}}; the checkpoint keeps "data" per process (its data item)
+  and "loop" in its meta item, and `set_state` puts back what `get_state` gave.
+  """
+  train_iter: Iterator
+  accumulator: metrics_lib.MeanAccumulator = dataclasses.field(
+      default_factory=metrics_lib.MeanAccumulator)
+  unigram: metrics_lib.UnigramBaseline | None = None
+
+  def get_state(self) -> dict[str, Any]:
+    counts = None if self.unigram is None else self.unigram.train_counts.tolist()
+    return {"data": self.train_iter.get_state(),
+            "loop": {"metrics_window": self.accumulator.get_state(),
+                     "unigram_train_counts": counts}}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self.train_iter.set_state(state["data"])
+    loop = state.get("loop") or {}
+    self.accumulator.set_state(loop.get("metrics_window") or [])
+    if self.unigram is not None and loop.get("unigram_train_counts") is not None:
+      self.unigram.train_counts[:] = np.asarray(loop["unigram_train_counts"], np.int64)
+
+  def next_batch(self) -> dict[str, np.ndarray]:
+    batch = next(self.train_iter)
+    if self.unigram is not None:
+      self.unigram.add_train(batch)
+    return batch
+
+
+def evaluate(setup: Setup, params: Any, eval_iter: Iterator,
+             unigram: metrics_lib.UnigramBaseline | None = None) -> dict[str, float]:
+  """Eval metrics over up to `config.num_eval_steps` held-out batches (exact pooled means)."""
   totals: dict[str, float] = {}
   seen = 0
   for batch in eval_iter:
-    if seen == num_steps:
+    if seen == setup.config.num_eval_steps:
       break
     if unigram is not None:
       unigram.add_eval(batch)
-    sums = jax.device_get(steps.eval(params, partitioning.host_to_device(
-        batch_lib.pretraining_arrays(batch), mesh)))
+    sums = jax.device_get(setup.steps.eval(params, partitioning.host_to_device(
+        batch_lib.pretraining_arrays(batch), setup.mesh)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     seen += 1
@@ -356,74 +385,78 @@ def evaluate(steps: CompiledSteps, params: Any, eval_iter: Iterator, mesh: jax.s
   return metrics_lib.summarise_eval(totals)
 
 
-def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainState,
-               steps: CompiledSteps, mesh: jax.sharding.Mesh, train_iter: Iterator,
-               make_eval_iter: Callable[[], Iterator], flops_per_sequence: float,
-               peak_flops: float | None,
-               step_hooks: Sequence[Callable[[int, TrainState, Iterator], None]] = (),
-               unigram: metrics_lib.UnigramBaseline | None = None,
-               accumulator: metrics_lib.MeanAccumulator | None = None,
+def _check_finite(step: int, loss: jax.Array) -> None:
+  value = float(loss)
+  if not math.isfinite(value):
+    raise NonFiniteLossError(f"non-finite loss {value} at step {step}; stopping the run")
+
+
+def _reporter(setup: Setup, writer: metrics_lib.MetricsWriter, params: Any
+              ) -> progress_lib.ProgressReporter:
+  """The progress reporter, with the FLOPs it needs for MFU (logged once)."""
+  config = setup.config
+  flops = flops_lib.train_flops_per_sequence(
+      setup.model.config, config.max_seq_length, config.max_predictions_per_seq)
+  peak, peak_source = flops_lib.system_peak_flops(list(setup.mesh.devices.flat),
+                                                  config.model.dtype)
+  logging.info("model: %s parameters; %.3g training FLOPs/sequence; peak %s (%s)",
+               f"{tree_lib.count_params(params):,}", flops,
+               "unknown" if peak is None else f"{peak:.3g} FLOP/s", peak_source)
+  return progress_lib.ProgressReporter(
+      writer, total_steps=int(config.num_train_steps),
+      global_batch_size=config.global_batch_size, seq_len=config.max_seq_length,
+      flops_per_sequence=flops, peak_flops=peak, printing=jax.process_index() == 0)
+
+
+def train_loop(setup: Setup, workdir: str, *, state: TrainState, host: HostState,
+               make_eval_iter: Callable[[], Iterator],
+               step_hooks: Sequence[Callable[[int, TrainState, HostState], None]] = (),
                ) -> tuple[TrainState, dict[str, float]]:
   """Runs from `state.step` to `config.num_train_steps`; returns (state, last eval).
 
   Every `log_every_steps` a progress line and a metrics.jsonl record; every
-  `eval_every_steps` (and at the end) an evaluation. `step_hooks(step, state,
-  train_iter)` run after each step with the step just completed, once its metrics
-  record and evaluation are written (so a checkpoint of step s comes after every
-  record of steps <= s). `accumulator` holds the metrics window not yet logged (a
-  resumed run passes the one it saved). A non-finite loss raises
+  `eval_every_steps` (and at the end) an evaluation. `step_hooks(step, state, host)`
+  run after each step with the step just completed, once its metrics record and
+  evaluation are written (so a checkpoint of step s comes after every record of
+  steps <= s). `host` holds the batches and the metrics window not yet logged (a
+  resumed run passes the one it restored). A non-finite loss raises
   `NonFiniteLossError` naming the step.
   """
+  config = setup.config
   writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                      tensorboard=config.write_tensorboard)
-  accumulator = accumulator if accumulator is not None else metrics_lib.MeanAccumulator()
+  reporter = _reporter(setup, writer, state.params)
   total = int(config.num_train_steps)
-  reporter = progress_lib.ProgressReporter(
-      writer, total_steps=total, global_batch_size=config.global_batch_size,
-      seq_len=config.max_seq_length, flops_per_sequence=flops_per_sequence,
-      peak_flops=peak_flops, printing=jax.process_index() == 0)
   step = int(jax.device_get(state.step))
   eval_metrics: dict[str, float] = {}
   pending: tuple[int, Any] | None = None  # (step, loss) awaiting the finiteness check
-
-  def check_finite(step_loss):
-    s, loss = step_loss
-    value = float(loss)
-    if not math.isfinite(value):
-      raise NonFiniteLossError(f"non-finite loss {value} at step {s}; stopping the run")
-
   try:
     while step < total:
-      batch = next(train_iter)
-      if unigram is not None:
-        unigram.add_train(batch)
-      state, step_metrics = steps.train(
-          state, partitioning.host_to_device(batch_lib.pretraining_arrays(batch), mesh))
+      state, step_metrics = setup.steps.train(state, partitioning.host_to_device(
+          batch_lib.pretraining_arrays(host.next_batch()), setup.mesh))
       step += 1
       # Check the previous step's loss while this one runs: one step stays in
       # flight, yet the run stops at (and names) the first bad step.
       if pending is not None:
-        check_finite(pending)
+        _check_finite(*pending)
       pending = (step, step_metrics["loss"])
-      accumulator.add(step_metrics)
+      host.accumulator.add(step_metrics)
       reporter.step_done()
-
       if step == 1:
         # The first step includes compilation: time throughput from here on.
         jax.block_until_ready(step_metrics)
-        check_finite(pending)
+        _check_finite(*pending)
         logging.info("first step (compilation included) done")
         reporter.restart_window()
       if step % config.log_every_steps == 0 or step == total:
-        check_finite(pending)
-        reporter.log(step, accumulator.result())
+        _check_finite(*pending)
+        reporter.log(step, host.accumulator.result())
       if step % config.eval_every_steps == 0 or step == total:
-        eval_metrics = evaluate(steps, state.params, make_eval_iter(), mesh,
-                                config.num_eval_steps,
-                                unigram if step == total else None)
+        eval_metrics = evaluate(setup, state.params, make_eval_iter(),
+                                host.unigram if step == total else None)
         reporter.eval(step, eval_metrics)
       for hook in step_hooks:
-        hook(step, state, train_iter)
+        hook(step, state, host)
   finally:
     writer.close()
   return state, eval_metrics
@@ -432,68 +465,31 @@ def train_loop(config: ml_collections.ConfigDict, workdir: str, *, state: TrainS
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        source: batch_lib.PretrainingSource) -> dict[str, float]:
   """Pretrains per `config` on the batches of `source` (see `bert_jax.batch`; the
-  launcher builds it from `config.data`, which this library never reads), writing metrics.jsonl, TensorBoard events, curves.png
-  and checkpoints to `workdir`; returns the final eval metrics (plus the unigram
-  baseline when trained on real data). Where it starts (workdir checkpoint, else
-  `config.init_from`, else fresh) is decided in `checkpoint.restore_or_initialize`.
-  On SIGTERM it saves at the next step boundary and returns
-  `{"preempted_at_step": step}`."""
-  job = setup(config)
-  mesh, model, steps = job.mesh, job.model, job.steps
+  launcher builds it from `config.data`, which this library never reads), writing
+  metrics.jsonl, TensorBoard events, curves.png and checkpoints to `workdir`; returns
+  the final eval metrics (plus the unigram baseline when trained on real data). Where
+  it starts (workdir checkpoint, else `config.init_from`, else fresh) is decided in
+  `checkpointing.manager.restore_or_initialize`. On SIGTERM it saves at the next step
+  boundary and returns `{"preempted_at_step": step}`."""
+  setup = build(config)
   os.makedirs(workdir, exist_ok=True)
   check_vocab(config, source)
-  tokenizer = source.tokenizer
-
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS_SUBDIR), keep=config.keep_checkpoints,
       keep_period=config.keep_period)
-  start = checkpoint_lib.restore_or_initialize(
-      checkpointer, abstract_state=job.abstract_state, init_state=job.init_state,
-      init_from=config.init_from, model_config=model.config)
-  state = start.state
-  start_step = start.step  # read now: the first train step donates start.state's buffers
-  train_iter = source.train_batches()
-  accumulator = metrics_lib.MeanAccumulator()
-  # Text only: a unigram baseline of random ids says nothing.
-  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if tokenizer else None
-  if start.source == "checkpoint":
-    _resume_host_state(start, tokenizer, train_iter, accumulator, unigram)
-    print(f"resumed from {start.path} at step {start.step}", flush=True)
-  elif start.source == "init_from":
-    print(f"parameters from {start.path}; optimizer, step and data start afresh", flush=True)
-  else:
-    print(f"fresh start: no checkpoint in {checkpointer.directory}, no config.init_from",
-          flush=True)
-  # Records of steps after the starting one belong to a run that died before its
-  # next checkpoint: this run writes those steps again.
-  metrics_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)
-
-  def checkpoint_meta():
-    return {"config": json.loads(config.to_json_best_effort()), "tokenizer": tokenizer,
-            "data_dir": None, "tokenizer_file": None, **source.checkpoint_meta,
-            "loop": {"metrics_window": accumulator.get_state(),
-                     "unigram_train_counts": (None if unigram is None
-                                              else unigram.train_counts.tolist())}}
-
+  state, start_step, host = _start(setup, checkpointer, source, workdir)
   preemption = preemption_lib.PreemptionWatcher()
   save_hook = checkpoint_lib.make_step_hook(
       checkpointer, every_steps=config.checkpoint_every_steps,
-      total_steps=config.num_train_steps, meta_fn=checkpoint_meta, preemption=preemption)
-
-  flops = flops_lib.train_flops_per_sequence(
-      model.config, config.max_seq_length, config.max_predictions_per_seq)
-  peak, peak_source = flops_lib.system_peak_flops(list(mesh.devices.flat), config.model.dtype)
-  logging.info("model: %s parameters; %.3g training FLOPs/sequence; peak %s (%s)",
-               f"{tree_lib.count_params(state.params):,}", flops,
-               "unknown" if peak is None else f"{peak:.3g} FLOP/s", peak_source)
-
+      total_steps=config.num_train_steps, preemption=preemption,
+      meta_fn=lambda: {"config": json.loads(config.to_json_best_effort()),
+                       "tokenizer": source.tokenizer, "data_dir": None,
+                       "tokenizer_file": None, **source.checkpoint_meta})
   try:
     with preemption:
       state, eval_metrics = train_loop(
-          config, workdir, state=state, steps=steps, mesh=mesh, train_iter=train_iter,
-          make_eval_iter=source.eval_batches,
-          flops_per_sequence=flops, peak_flops=peak, unigram=unigram,
-          step_hooks=(save_hook, job_failure.test_step_hook), accumulator=accumulator)
+          setup, workdir, state=state, host=host, make_eval_iter=source.eval_batches,
+          step_hooks=(save_hook, job_failure.test_step_hook))
   except preemption_lib.Preempted as p:
     print(f"preempted: stopped after step {p.step}, checkpoint committed in {p.directory}; "
           f"run the same command to resume", flush=True)
@@ -504,30 +500,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # The same command again after the run finished: nothing to train; report the
     # final evaluation again rather than overwrite summary.json with nothing.
     print(f"the run is already complete (step {start_step})", flush=True)
-    eval_metrics = evaluate(steps, state.params, source.eval_batches(), mesh,
-                            config.num_eval_steps, unigram)
-
-  summary = dict(eval_metrics)
-  if unigram is not None:
-    summary.update(unigram.result())
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=1)
-    metrics_lib.plot_curves(workdir)
-  return summary
+    eval_metrics = evaluate(setup, state.params, source.eval_batches(), host.unigram)
+  return _write_summary(workdir, eval_metrics, host.unigram)
 
 
-def _resume_host_state(start, tokenizer, train_iter, accumulator, unigram) -> None:
-  """Puts back what a checkpoint holds besides the arrays: the data position, the
-  metrics window not yet logged and the unigram counts."""
+def _start(setup: Setup, checkpointer: checkpoint_lib.Checkpointer,
+           source: batch_lib.PretrainingSource, workdir: str
+           ) -> tuple[TrainState, int, HostState]:
+  """(state, its step, host state) where the run starts (see `restore_or_initialize`),
+  saying which start it is; metrics.jsonl is rewound to that step."""
+  config = setup.config
+  start = checkpoint_lib.restore_or_initialize(
+      checkpointer, abstract_state=setup.abstract_state, init_state=setup.init_state,
+      init_from=config.init_from, model_config=setup.model.config)
+  start_step = start.step  # read now: the first train step donates start.state's buffers
+  # Text only: a unigram baseline of random ids says nothing.
+  unigram = metrics_lib.UnigramBaseline(config.model.vocab_size) if source.tokenizer else None
+  host = HostState(source.train_batches(), unigram=unigram)
+  if start.source == "checkpoint":
+    _check_same_tokenizer(start, source.tokenizer)
+    host.set_state(start.host_state)
+    print(f"resumed from {start.path} at step {start_step}", flush=True)
+  elif start.source == "init_from":
+    print(f"parameters from {start.path}; optimizer, step and data start afresh", flush=True)
+  else:
+    print(f"fresh start: no checkpoint in {checkpointer.directory}, no config.init_from",
+          flush=True)
+  # Records of steps after the starting one belong to a run that died before its
+  # next checkpoint: this run writes those steps again.
+  metrics_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)
+  return start.state, start_step, host
+
+
+def _check_same_tokenizer(start: checkpoint_lib.Start, tokenizer: Any) -> None:
   saved_tokenizer = start.meta.get("tokenizer")
   if saved_tokenizer != tokenizer:
     raise checkpoint_lib.IncompatibleCheckpointError(
         f"checkpoint {start.path} was trained with tokenizer {saved_tokenizer}, this run's data "
         f"with {tokenizer}: the same ids would mean other tokens. Resume with the original "
         f"data, or start a new run (another --workdir) with --config.init_from={start.path}")
-  train_iter.set_state(start.data_state)
-  loop = start.meta.get("loop") or {}
-  accumulator.set_state(loop.get("metrics_window") or [])
-  if unigram is not None and loop.get("unigram_train_counts") is not None:
-    unigram.train_counts[:] = np.asarray(loop["unigram_train_counts"], np.int64)
+
+
+def _write_summary(workdir: str, eval_metrics: Mapping[str, float],
+                   unigram: metrics_lib.UnigramBaseline | None) -> dict[str, float]:
+  """summary.json (and curves.png) from process 0: the final evaluation, plus the
+  unigram baseline on text."""
+  summary = dict(eval_metrics)
+  if unigram is not None:
+    summary.update(unigram.result())
+  if jax.process_index() == 0:
+    fileio.write_json_atomic(os.path.join(workdir, "summary.json"), summary, indent=1)
+    metrics_lib.plot_curves(workdir)
+  return summary

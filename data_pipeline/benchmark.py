@@ -13,10 +13,10 @@ from data_pipeline.loader import LoaderConfig, make_pretraining_iterator
 def measure_prepare(inputs: str, tokenizer: str, output_dir: str, num_workers: int,
                     text_format: str = "bert", word_segmenter: str | None = None) -> dict:
   """Runs prepare in a child process (so its peak RSS, workers included, is measurable)."""
-  code = ("import json, resource; from data_pipeline.prepare import prepare; "
+  code = ("import json, resource; from data_pipeline.prepare import PrepareOptions, prepare; "
           f"m = prepare({output_dir!r}, {tokenizer!r}, inputs={inputs!r}, "
-          f"num_workers={num_workers}, docs_per_shard=2000, progress=False, "
-          f"text_format={text_format!r}, word_segmenter={word_segmenter!r}); "
+          f"options=PrepareOptions(num_workers={num_workers}, docs_per_shard=2000, "
+          f"progress=False, text_format={text_format!r}, word_segmenter={word_segmenter!r})); "
           "r = resource.getrusage; "
           "print(json.dumps({'bytes': m['input_bytes'], 'seconds': m['last_run']['seconds'], "
           "'main_kb': r(resource.RUSAGE_SELF).ru_maxrss, "

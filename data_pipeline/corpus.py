@@ -9,7 +9,12 @@ Local layouts (`text_format`):
   "lines"       one document per line, split into sentences by `split_sentences`.
   "paragraphs"  one document per blank-line-separated paragraph, split likewise (its
                 hard-wrapped lines joined by `text_scripts.join_lines`: no space between
-                two CJK characters).
+                two CJK characters). A file without a blank line whose lines mostly end a
+                sentence (one paragraph per line) is an error naming it; one without a
+                blank line otherwise (a single wrapped paragraph) is read, warned about and
+                counted.
+A document that keeps no text after normalising is counted (`document_without_text`), and a
+UTF-8 byte-order mark opening a file is not part of its text.
 Sentence splitting, line joining and the optional NFKC normalisation are script-aware
 (Latin, Chinese, Japanese; text_scripts.py). Files are UTF-8 unless `encoding` says
 otherwise (GB18030, Shift-JIS, ...); a file that does not decode is an error naming its
@@ -22,6 +27,8 @@ import dataclasses
 import glob
 import gzip
 import os
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 
 from data_pipeline.text import scripts as text_scripts
@@ -129,7 +136,9 @@ def _lines(path: str, skips: SkipLog, encoding: str = "utf-8") -> Iterator[tuple
     with opener(path, "rb") as f:
       for number, raw in enumerate(f, 1):
         try:
-          yield number, raw.decode(encoding).rstrip("\r\n")
+          line = raw.decode(encoding).rstrip("\r\n")
+          # A byte-order mark opens the file's text; it is not a character of it.
+          yield number, (line[1:] if number == 1 and line.startswith("\ufeff") else line)
         except UnicodeDecodeError:
           bad += 1
           first_bad = first_bad or number
@@ -171,42 +180,31 @@ def _file_documents(path: str, text_format: str, skips: SkipLog, encoding: str,
   if _looks_binary(path):
     skips.add("binary_file", path)
     return
-  produced = 0
-  saw_blank = False
+  produced, lines_seen, saw_blank = 0, _LineShape(), False
   block: list[str] = []
   block_start, block_bytes = 0, 0
-
-  def flush():
-    if text_format == "bert":
-      sentences = [s for s in (text_scripts.normalize(line, rules) for line in block) if s]
-    else:
-      sentences = text_scripts.split_sentences(text_scripts.join_lines(block), rules)
-    return Document(sentences, f"{path}:{block_start}", block_bytes) if sentences else None
-
   for number, line in _lines(path, skips, encoding):
-    if text_format == "lines":
-      if line.strip():
-        block, block_start, block_bytes = [line], number, len(line.encode()) + 1
-        doc = flush()
-        if doc:
-          produced += 1
-          yield doc
-      continue
+    if not line.strip():
+      saw_blank = True
+    elif text_format == "lines" or not block:
+      block_start, block_bytes = number, 0
     if line.strip():
-      if not block:
-        block_start, block_bytes = number, 0
+      lines_seen.add(line)
       block.append(line)
       block_bytes += len(line.encode()) + 1
-    else:
-      saw_blank = True
-      if block:
-        doc = flush()
-        if doc:
-          produced += 1
-          yield doc
-        block = []
+    # A document ends at its line ("lines"), at a blank line, or at the end of the file.
+    if block and (text_format == "lines" or not line.strip()):
+      doc = _make_document(block, text_format, rules, f"{path}:{block_start}", block_bytes,
+                           skips)
+      block = []
+      if doc:
+        produced += 1
+        yield doc
   if block:
-    doc = flush()
+    if text_format == "paragraphs" and not saw_blank:
+      _check_paragraph_file(path, lines_seen, skips)
+    doc = _make_document(block, text_format, rules, f"{path}:{block_start}", block_bytes,
+                         skips)
     if doc:
       produced += 1
       yield doc
@@ -215,6 +213,53 @@ def _file_documents(path: str, text_format: str, skips: SkipLog, encoding: str,
   elif text_format == "bert" and not saw_blank and produced == 1:
     # Still used, as one document; but a user who meant one-document-per-line should know.
     skips.add("note_bert_format_file_without_blank_lines_read_as_one_document", path)
+
+
+def _make_document(block: list[str], text_format: str, rules: text_scripts.TextRules,
+                   where: str, num_bytes: int, skips: SkipLog) -> Document | None:
+  """A block of non-blank lines -> its document; None (counted) when no text is left."""
+  if text_format == "bert":
+    sentences = [s for s in (text_scripts.normalize(line, rules) for line in block) if s]
+  else:
+    sentences = text_scripts.split_sentences(text_scripts.join_lines(block), rules)
+  if not sentences:
+    skips.add("document_without_text", where)
+    return None
+  return Document(sentences, where, num_bytes)
+
+
+# Sentence enders (and closers after them) that end a line holding a whole paragraph; a
+# hard-wrapped paragraph's lines mostly end mid-sentence.
+_LINE_END_RE = re.compile(
+    r"[.!?\u3002\uff01\uff1f\u2026][\"')\]\u300d\u300f\u201d\u2019\uff09]*\s*$")
+
+
+class _LineShape:
+  """Counts a file's non-blank lines and those that end a sentence."""
+
+  def __init__(self):
+    self.lines, self.sentence_ends = 0, 0
+
+  def add(self, line: str) -> None:
+    self.lines += 1
+    self.sentence_ends += bool(_LINE_END_RE.search(line))
+
+
+def _check_paragraph_file(path: str, shape: _LineShape, skips: SkipLog) -> None:
+  """A paragraphs-format file without a blank line is one document: an error when its
+  lines look like whole paragraphs (most end a sentence), else a counted warning."""
+  if shape.lines < 2:
+    return
+  if shape.sentence_ends * 2 >= shape.lines:
+    raise CorpusError(
+        f"{path}: --text_format=paragraphs, but the file has no blank line and "
+        f"{shape.sentence_ends} of its {shape.lines} lines end a sentence: it looks like one "
+        f"paragraph per line, which this format would read as ONE document; use "
+        f"--text_format=lines (one document per line), or separate paragraphs by blank lines")
+  skips.add("note_paragraphs_format_file_without_blank_lines_read_as_one_document", path)
+  warnings.warn(f"{path}: --text_format=paragraphs, but the file has no blank line: its "
+                f"{shape.lines} lines are read as one document (if each line is a "
+                f"document, use --text_format=lines)", stacklevel=2)
 
 
 def iter_text_documents(inputs: str | Sequence[str], text_format: str = "bert",

@@ -11,6 +11,7 @@ BERT_JAX_DEFAULT_CORPUS_ROOT=DIR makes it from another tree of Python sources in
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import re
 import sysconfig
 import tokenize
 
+from data_pipeline import fileio
 from data_pipeline.corpus import split_sentences
 
 # Tests, vendored third-party code and codec tables are skipped: they are code, not prose.
@@ -147,14 +149,11 @@ def write_default_corpus(output_dir: str, stdlib_dir: str | None = None) -> list
   """
   os.makedirs(output_dir, exist_ok=True)
   paths = [os.path.join(output_dir, f"stdlib-{i:02d}.txt") for i in range(_NUM_FILES)]
-  tmp = f".tmp-{os.getpid()}"  # a private name: never another process's half-written file
-  handles = [open(p + tmp, "w", encoding="utf-8") for p in paths]
-  try:
-    for i, (_, sentences) in enumerate(default_corpus_documents(stdlib_dir)):
-      handles[i % _NUM_FILES].write("\n".join(sentences) + "\n\n")
-  finally:
-    for h in handles:
-      h.close()
-  for p in paths:
-    os.replace(p + tmp, p)
+  with contextlib.ExitStack() as renames:
+    # Private names: never another process's half-written file; all renamed at the end.
+    tmps = [renames.enter_context(fileio.atomic_path(p, private=True)) for p in paths]
+    with contextlib.ExitStack() as files:
+      handles = [files.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
+      for i, (_, sentences) in enumerate(default_corpus_documents(stdlib_dir)):
+        handles[i % _NUM_FILES].write("\n".join(sentences) + "\n\n")
   return paths

@@ -22,12 +22,14 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 import weakref
 
 import numpy as np
 
 from data_pipeline import instances, masking, packing, records
 from data_pipeline.grain_compat import import_grain
+from data_pipeline.prepare import CJK_SEGMENT_FRACTION as CJK_WORD_STARTS_FRACTION
 from data_pipeline.prepare import read_manifest
 
 # LoaderConfig fields that only matter with packing (kept out of unpacked fingerprints).
@@ -98,6 +100,20 @@ def _check_config(c: LoaderConfig) -> None:
     raise ValueError("LoaderConfig: " + "; ".join(problems))
 
 
+def _warn_if_cjk_without_word_starts(data_dir: str, manifest: dict) -> None:
+  """Whole-word masking on Chinese data prepared without a word segmenter masks single
+  characters (each CJK character is a word to the tokenizer): said loudly, not silently."""
+  choice = manifest.get("settings", {}).get("word_segmenter_choice") or {}
+  cjk = choice.get("cjk_fraction")
+  if cjk is not None and cjk >= CJK_WORD_STARTS_FRACTION:
+    warnings.warn(
+        f"{data_dir}: whole_word_masking=True, but this data is {cjk:.0%} CJK and was "
+        f"prepared without a word segmenter: Chinese/Japanese words will NOT be masked whole "
+        f"(each character is masked on its own). Prepare it again with "
+        f"--word_segmenter=jieba (the default, auto, does so for mostly-CJK corpora)",
+        stacklevel=3)
+
+
 class _SplitData:
   """Everything a batch needs about a split: sentence layout, token reader, masking tables."""
 
@@ -134,6 +150,8 @@ class _SplitData:
     # Shards prepared with a word segmenter (Chinese) carry per-token word starts in the
     # tokens' top bit; whole-word masking uses them instead of the per-id table.
     self.stored_word_starts = manifest.get("word_starts") is not None
+    if config.whole_word_masking and not self.stored_word_starts:
+      _warn_if_cjk_without_word_starts(config.data_dir, manifest)
     word_start = np.load(os.path.join(config.data_dir, "word_start.npy"))
     self.manifest = manifest
     self.tables = masking.MaskingTables.create(
@@ -279,9 +297,10 @@ class _BatchMaker:
       ids_, word_start = records.split_word_starts(ids_, data.manifest["token_dtype"])
       if not c.whole_word_masking:
         word_start = None
-    masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch,
-                                 c.masked_lm_prob, c.max_predictions_per_seq,
-                                 c.whole_word_masking, word_start=word_start)
+    rule = masking.MaskingRule(c.masked_lm_prob, c.max_predictions_per_seq,
+                               c.whole_word_masking)
+    masked = masking.mask_tokens(ids_, attention, ids, data.tables, c.seed, epoch, rule,
+                                 word_start=word_start)
     return types, attention, masked
 
   def _packed_batch(self, step: int) -> dict[str, np.ndarray]:
@@ -380,11 +399,6 @@ class PretrainingIterator:
   @property
   def manifest(self) -> dict:
     return self._data.manifest
-
-  @property
-  def document_index(self) -> instances.DocumentIndex:
-    """The split's sentence layout (what pair planning reads)."""
-    return self._data.index
 
   def chunk_sentence_counts(self, step: int) -> np.ndarray:
     """Sentences in the chunk of each of this host's examples at global step `step`."""

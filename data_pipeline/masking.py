@@ -38,9 +38,16 @@ class MaskingTables:
                np.flatnonzero(~special).astype(np.int32), int(mask_id))
 
 
+@dataclasses.dataclass(frozen=True)
+class MaskingRule:
+  """How many tokens a row predicts, and whether whole words are masked together."""
+  masked_lm_prob: float
+  max_predictions: int
+  whole_word: bool = False
+
+
 def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, keys: np.ndarray,
-                tables: MaskingTables, seed: int, epoch: int, masked_lm_prob: float,
-                max_predictions: int, whole_word: bool = False,
+                tables: MaskingTables, seed: int, epoch: int, rule: MaskingRule,
                 word_start: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """-> masked input_ids [n, L] and masked_lm_positions/ids/weights [n, P].
 
@@ -48,61 +55,79 @@ def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, keys: np.ndar
   (bool [n, L], optional) marks the positions that begin a word, in place of
   `tables.word_start[input_ids]`.
   """
-  n, length = input_ids.shape
-  rows = np.arange(n)[:, None]
-  pos = np.arange(length)[None, :]
+  length = input_ids.shape[1]
+  keys = np.asarray(keys, dtype=np.int64)[:, None]
+  draw = lambda stream, index: rnd.uniform(seed, epoch, stream, keys, index)  # noqa: E731
   maskable = ~tables.special[input_ids] & (attention_mask > 0)
   num_maskable = maskable.sum(axis=1)
   num_to_predict = np.minimum(
-      max_predictions, np.maximum(1, np.floor(num_maskable * masked_lm_prob + 0.5))).astype(
-          np.int64)
+      rule.max_predictions,
+      np.maximum(1, np.floor(num_maskable * rule.masked_lm_prob + 0.5))).astype(np.int64)
   num_to_predict = np.where(num_maskable > 0, num_to_predict, 0)
-  keys = np.asarray(keys, dtype=np.int64)[:, None]
-
-  if whole_word:
-    # A word starts at a word-start token or right after an unmaskable one (a front
-    # truncation can leave a continuation right after [CLS] or [SEP]).
-    prev_unmaskable = np.ones_like(maskable)
-    prev_unmaskable[:, 1:] = ~maskable[:, :-1]
-    starts = (tables.word_start[input_ids] if word_start is None else word_start)
-    starts = starts | ~maskable | prev_unmaskable
-    word = np.cumsum(starts, axis=1) - 1
-    score = np.where(maskable, rnd.uniform(seed, epoch, rnd.MASK_WORD, keys, word), 2.0)
-    order = np.argsort(score, axis=1, kind="stable")  # Words stay contiguous, in order.
-    sorted_word = word[rows, order]
-    sorted_ok = maskable[rows, order]
-    last = np.ones_like(sorted_ok)
-    last[:, :-1] = sorted_word[:, 1:] != sorted_word[:, :-1]
-    # For each token, the running count at the end of its word.
-    end_index = np.where(last, pos, length)
-    end_index = np.flip(np.minimum.accumulate(np.flip(end_index, 1), axis=1), 1)
-    running = np.cumsum(sorted_ok, axis=1)
-    chosen_sorted = sorted_ok & (running[rows, end_index] <= num_to_predict[:, None])
-    chosen = np.zeros_like(maskable)
-    chosen[rows, order] = chosen_sorted
+  slots = min(rule.max_predictions, length)
+  if rule.whole_word:
+    starts = tables.word_start[input_ids] if word_start is None else word_start
+    chosen = _whole_words(maskable, starts, num_to_predict, draw)
+    candidate = np.where(chosen, np.arange(length)[None, :], length)
   else:
-    score = np.where(maskable, rnd.uniform(seed, epoch, rnd.MASK_SELECT, keys, pos), 2.0)
-  slots = min(max_predictions, length)
-  if not whole_word:
-    # The num_to_predict smallest scores: partition out the best `slots`, then order them.
-    best = (np.argpartition(score, slots - 1, axis=1)[:, :slots] if slots < length
-            else np.broadcast_to(pos, score.shape))
-    best = np.take_along_axis(best, np.argsort(np.take_along_axis(score, best, 1), 1), 1)
-    candidate = np.where(np.arange(slots)[None, :] < num_to_predict[:, None], best, length)
-  else:
-    candidate = np.where(chosen, pos, length)
+    candidate = _single_tokens(maskable, num_to_predict, slots, draw)
   # Positions in increasing order, padded with 0 (BERT sorts its predictions by position).
   positions = np.sort(candidate, axis=1)[:, :slots]
   weights = positions < length
   positions = np.where(weights, positions, 0)
-  if slots < max_predictions:
-    pad = max_predictions - slots
+  if slots < rule.max_predictions:
+    pad = rule.max_predictions - slots
     positions = np.pad(positions, ((0, 0), (0, pad)))
     weights = np.pad(weights, ((0, 0), (0, pad)))
+  return _replace(input_ids, positions, weights, tables, draw)
 
+
+def _single_tokens(maskable, num_to_predict, slots: int, draw) -> np.ndarray:
+  """[n, slots] the chosen positions (the num_to_predict smallest scores), `length` in the
+  unused slots."""
+  length = maskable.shape[1]
+  pos = np.arange(length)[None, :]
+  score = np.where(maskable, draw(rnd.MASK_SELECT, pos), 2.0)
+  # Partition out the best `slots`, then order them.
+  best = (np.argpartition(score, slots - 1, axis=1)[:, :slots] if slots < length
+          else np.broadcast_to(pos, score.shape))
+  best = np.take_along_axis(best, np.argsort(np.take_along_axis(score, best, 1), 1), 1)
+  return np.where(np.arange(slots)[None, :] < num_to_predict[:, None], best, length)
+
+
+def _whole_words(maskable, starts, num_to_predict, draw) -> np.ndarray:
+  """bool [n, L]: the tokens of the words taken, in random word order, while they fit."""
+  n, length = maskable.shape
+  rows = np.arange(n)[:, None]
+  pos = np.arange(length)[None, :]
+  # A word starts at a word-start token or right after an unmaskable one (a front
+  # truncation can leave a continuation right after [CLS] or [SEP]).
+  prev_unmaskable = np.ones_like(maskable)
+  prev_unmaskable[:, 1:] = ~maskable[:, :-1]
+  starts = starts | ~maskable | prev_unmaskable
+  word = np.cumsum(starts, axis=1) - 1
+  score = np.where(maskable, draw(rnd.MASK_WORD, word), 2.0)
+  order = np.argsort(score, axis=1, kind="stable")  # Words stay contiguous, in order.
+  sorted_word = word[rows, order]
+  sorted_ok = maskable[rows, order]
+  last = np.ones_like(sorted_ok)
+  last[:, :-1] = sorted_word[:, 1:] != sorted_word[:, :-1]
+  # For each token, the running count at the end of its word.
+  end_index = np.where(last, pos, length)
+  end_index = np.flip(np.minimum.accumulate(np.flip(end_index, 1), axis=1), 1)
+  running = np.cumsum(sorted_ok, axis=1)
+  chosen_sorted = sorted_ok & (running[rows, end_index] <= num_to_predict[:, None])
+  chosen = np.zeros_like(maskable)
+  chosen[rows, order] = chosen_sorted
+  return chosen
+
+
+def _replace(input_ids, positions, weights, tables: MaskingTables, draw) -> dict:
+  """BERT's 80/10/10 at the chosen positions: [MASK], a random token, or the original."""
+  rows = np.arange(input_ids.shape[0])[:, None]
   original = input_ids[rows, positions]
-  action = rnd.uniform(seed, epoch, rnd.MASK_ACTION, keys, positions)
-  pick = rnd.uniform(seed, epoch, rnd.MASK_REPLACEMENT, keys, positions)
+  action = draw(rnd.MASK_ACTION, positions)
+  pick = draw(rnd.MASK_REPLACEMENT, positions)
   random_ids = tables.replacements[
       np.minimum((pick * len(tables.replacements)).astype(np.int64),
                  len(tables.replacements) - 1)]

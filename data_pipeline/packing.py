@@ -180,23 +180,8 @@ def pack_batch(rows_of_instance: np.ndarray, unpacked: dict[str, np.ndarray],
     out[key][dest] = values
   out["attention_mask"] = dest.astype(np.int32)
 
-  # Predictions: each instance's real ones, shifted by its offset, after those of the
-  # instances before it in its row (so they stay sorted by position).
-  real = unpacked["masked_lm_weights"] > 0
-  count = real.sum(axis=1)
-  count_ends = np.cumsum(count)
-  first_pred = count_ends - count - (count_ends - count)[first_of_row[row]]
-  if n and (first_pred + count).max() > max_predictions:
-    raise ValueError("pack_batch: the rows given overflow max_predictions")
-  j = np.cumsum(real, axis=1) - 1
-  pr = np.broadcast_to(row[:, None], real.shape)[real]
-  pc = (first_pred[:, None] + j)[real]
-  out["masked_lm_positions"] = np.zeros((num_rows, max_predictions), np.int32)
-  out["masked_lm_positions"][pr, pc] = (unpacked["masked_lm_positions"] + offset[:, None])[real]
-  out["masked_lm_ids"] = np.zeros((num_rows, max_predictions), np.int32)
-  out["masked_lm_ids"][pr, pc] = unpacked["masked_lm_ids"][real]
-  out["masked_lm_weights"] = np.zeros((num_rows, max_predictions), np.float32)
-  out["masked_lm_weights"][pr, pc] = 1.0
+  out.update(_pack_predictions(unpacked, row, first_of_row[row], offset, num_rows,
+                               max_predictions))
 
   out["cls_positions"] = np.zeros((num_rows, max_instances), np.int32)
   out["cls_positions"][row, slot] = offset
@@ -204,4 +189,28 @@ def pack_batch(rows_of_instance: np.ndarray, unpacked: dict[str, np.ndarray],
   out["instance_weights"][row, slot] = 1.0
   out["next_sentence_labels"] = np.zeros((num_rows, max_instances), np.int32)
   out["next_sentence_labels"][row, slot] = labels
+  return out
+
+
+def _pack_predictions(unpacked: dict[str, np.ndarray], row: np.ndarray,
+                      row_start: np.ndarray, offset: np.ndarray, num_rows: int,
+                      max_predictions: int) -> dict[str, np.ndarray]:
+  """The masked-LM keys of the packed rows: each instance's real predictions, shifted by
+  its offset, after those of the instances before it in its row (so they stay sorted by
+  position). row_start: per instance, the index of its row's first instance."""
+  real = unpacked["masked_lm_weights"] > 0
+  count = real.sum(axis=1)
+  count_ends = np.cumsum(count)
+  first_pred = count_ends - count - (count_ends - count)[row_start]
+  if len(row) and (first_pred + count).max() > max_predictions:
+    raise ValueError("pack_batch: the rows given overflow max_predictions")
+  j = np.cumsum(real, axis=1) - 1
+  pr = np.broadcast_to(row[:, None], real.shape)[real]
+  pc = (first_pred[:, None] + j)[real]
+  out = {key: np.zeros((num_rows, max_predictions), dtype) for key, dtype in (
+      ("masked_lm_positions", np.int32), ("masked_lm_ids", np.int32),
+      ("masked_lm_weights", np.float32))}
+  out["masked_lm_positions"][pr, pc] = (unpacked["masked_lm_positions"] + offset[:, None])[real]
+  out["masked_lm_ids"][pr, pc] = unpacked["masked_lm_ids"][real]
+  out["masked_lm_weights"][pr, pc] = 1.0
   return out

@@ -8,7 +8,7 @@ on worker count). A unit is finished when its `unit-k.json` exists (written last
 shards are renamed into place); a rerun re-reads the corpus but skips tokenizing finished
 units. Memory is bounded by one unit plus a fixed window of in-flight worker tasks.
 
-Text rules (sentence splitting, line joining, NFKC; text_scripts.py) and the input
+Text rules (sentence splitting, line joining, NFKC; text/scripts.py) and the input
 encoding are settings of the dataset. With `word_segmenter="jieba"` each token also gets a
 "starts a word" flag from a Chinese word segmenter (word_segmentation.py), stored in the
 token's top bit (records.py), for Chinese whole-word masking. The manifest counts the
@@ -17,7 +17,10 @@ token's top bit (records.py), for Chinese whole-word masking. The manifest count
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,10 +32,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from data_pipeline import corpus as corpus_lib
+from data_pipeline import fileio
 from data_pipeline import records
 from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
-from data_pipeline.fileio import write_text_atomic
 from data_pipeline.text.tokenizer import Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -159,9 +162,12 @@ class _UnitWriter:
   def __init__(self, output_dir: str, unit: int, vocab_size: int, token_dtype: np.dtype):
     self.output_dir, self.unit = output_dir, unit
     self.writers, self.stats = {}, {}
+    # The shards are renamed into place when the unit finishes (`finish`).
+    self._shards = contextlib.ExitStack()
     for split in SPLITS:
       path = os.path.join(output_dir, f"{split}-{unit:05d}.array_record")
-      self.writers[split] = records.PageWriter(path + ".tmp", token_dtype)
+      tmp = self._shards.enter_context(fileio.atomic_path(path))
+      self.writers[split] = records.PageWriter(tmp, token_dtype)
       self.stats[split] = {"counts": [], "lengths": [],
                            "tokens": np.zeros(vocab_size, dtype=np.int64)}
     self.skips = corpus_lib.SkipLog()
@@ -184,14 +190,45 @@ class _UnitWriter:
       lengths = np.concatenate(stats["lengths"]) if stats["lengths"] else np.zeros(0, np.int32)
       records.write_index(base + ".index.npz", np.array(stats["counts"], np.int32), lengths,
                           stats["tokens"])
-      os.replace(base + ".array_record.tmp", base + ".array_record")
       summary["splits"][split] = {"shard": os.path.basename(base + ".array_record"),
                                   "documents": len(stats["counts"]),
                                   "sentences": int(lengths.size),
                                   "tokens": int(lengths.sum())}
+    self._shards.close()
     summary["skipped"] = self.skips.to_json()
-    write_text_atomic(_unit_done_path(self.output_dir, self.unit), json.dumps(summary))
+    fileio.write_text_atomic(_unit_done_path(self.output_dir, self.unit), json.dumps(summary))
     return summary
+
+
+# `word_segmenter="auto"`: segment (jieba) when this share of the characters of the first
+# documents are ideographs / kana (text_scripts.cjk_fraction), as Chinese whole-word
+# masking needs; a mostly Latin corpus keeps the tokenizer's own word starts.
+CJK_SEGMENT_FRACTION = 0.5
+_SEGMENTER_SAMPLE_DOCS = 200
+_SEGMENTER_SAMPLE_CHARS = 200_000
+
+
+def choose_word_segmenter(word_segmenter: str | None, docs: Iterator[corpus_lib.Document]
+                          ) -> tuple[str | None, dict, Iterator[corpus_lib.Document]]:
+  """-> (segmenter or None, how it was chosen, the same documents).
+
+  "auto" reads the first documents (they are handed back with the rest) and picks "jieba"
+  when they are mostly CJK (CJK_SEGMENT_FRACTION), else none. The choice records the
+  measured share in every case, so that whole-word masking can tell Chinese data
+  prepared without word starts (loader.py warns).
+  """
+  head = list(itertools.islice(docs, _SEGMENTER_SAMPLE_DOCS))
+  sample = "".join(s for d in head for s in d.sentences)[:_SEGMENTER_SAMPLE_CHARS]
+  cjk = text_scripts.cjk_fraction(sample)
+  choice = {"sampled_documents": len(head), "cjk_fraction": round(cjk, 4)}
+  if word_segmenter == "auto":
+    word_segmenter = "jieba" if cjk >= CJK_SEGMENT_FRACTION else None
+    choice["reason"] = (f"auto: {cjk:.1%} of the first {len(head)} documents' characters "
+                        f"are CJK ({'>=' if word_segmenter else '<'} "
+                        f"{CJK_SEGMENT_FRACTION:.0%})")
+  else:
+    choice["reason"] = "given"
+  return word_segmenter, choice, itertools.chain(head, docs)
 
 
 def _units(docs: Iterator[corpus_lib.Document], docs_per_shard: int):
@@ -205,82 +242,129 @@ def _units(docs: Iterator[corpus_lib.Document], docs_per_shard: int):
     yield unit, batch
 
 
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """How a corpus is read, tokenized and sharded (all but `num_workers` and `progress` are
+  settings of the dataset: a rerun must repeat them to resume)."""
+  text_format: str = "bert"          # local files: corpus.py's formats
+  encoding: str = "utf-8"            # local files' text encoding
+  tfds_data_dir: str | None = None
+  tfds_split: str = "train"
+  text_rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES  # splitting / normalising
+  lowercase: bool | None = None      # WordPiece casing (None: the vocabulary's own)
+  word_segmenter: str | None = None  # "jieba": store Chinese word starts (whole-word
+                                     # masking); "auto": jieba when mostly CJK
+  eval_fraction: float = 0.01
+  docs_per_shard: int = 20_000
+  max_sentence_tokens: int = 256
+  seed: int = 0
+  num_workers: int = 0               # 0: tokenize in this process
+  progress: bool = True
+
+
 def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
-            tfds_name: str | None = None, tfds_data_dir: str | None = None,
-            tfds_split: str = "train", text_format: str = "bert", num_workers: int = 0,
-            eval_fraction: float = 0.01, docs_per_shard: int = 20_000,
-            max_sentence_tokens: int = 256, lowercase: bool | None = None, seed: int = 0,
-            progress: bool = True, encoding: str = "utf-8",
-            text_rules: text_scripts.TextRules = text_scripts.DEFAULT_RULES,
-            word_segmenter: str | None = None) -> dict:
+            tfds_name: str | None = None,
+            options: PrepareOptions = PrepareOptions()) -> dict:
   """Tokenizes a corpus into `output_dir`; returns the manifest (also in manifest.json).
 
   Exactly one of `inputs` (comma-separated globs of local text) and `tfds_name`
-  ('name[/config][:version]:feature') selects the corpus. `num_workers=0` tokenizes in this
-  process. Rerunning with the same settings resumes (finished units are not redone); with
-  different settings into the same directory is an error. `encoding` is the local files'
-  text encoding; `text_rules` the splitting / normalising options; `word_segmenter`
-  ("jieba") stores Chinese word starts for whole-word masking.
+  ('name[/config][:version]:feature') selects the corpus. Rerunning with the same settings
+  resumes (finished units are not redone); with different settings into the same directory
+  is an error. `options.word_segmenter="auto"` segments (jieba) when the corpus is mostly
+  CJK (`choose_word_segmenter`).
   """
+  o = options
   if (inputs is None) == (tfds_name is None):
     raise PrepareError("give exactly one of inputs (local text globs) or tfds_name")
-  if not 0.0 <= eval_fraction < 1.0:
-    raise PrepareError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-  tokenizer = load_tokenizer(tokenizer_path, lowercase=lowercase)
-  token_dtype = records.token_dtype_for(tokenizer.vocab_size, word_segmenter is not None)
-  if word_segmenter is not None:
-    word_segmentation.load_segmenter(word_segmenter)  # Fails here, before any work.
+  if not 0.0 <= o.eval_fraction < 1.0:
+    raise PrepareError(f"eval_fraction must be in [0, 1), got {o.eval_fraction}")
+  tokenizer = load_tokenizer(tokenizer_path, lowercase=o.lowercase)
+  read_skips = corpus_lib.SkipLog()
+  files = None
   if inputs is not None:
-    corpus_lib.check_encoding(encoding)
+    corpus_lib.check_encoding(o.encoding)
     files = corpus_lib.expand_inputs(inputs)
-    source_desc = {"files": [[f, os.path.getsize(f)] for f in files], "format": text_format,
-                   "encoding": encoding}
+    docs = corpus_lib.iter_text_documents(files, o.text_format, read_skips, o.encoding,
+                                          o.text_rules)
   else:
-    source_desc = {"tfds": tfds_name, "split": tfds_split}
-  settings = {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.identity,
-              "source": source_desc, "eval_fraction": eval_fraction, "seed": seed,
-              "docs_per_shard": docs_per_shard, "max_sentence_tokens": max_sentence_tokens,
-              "page_tokens": records.PAGE_TOKENS, "text_rules": text_rules.to_json(),
-              "word_segmenter": word_segmenter}
+    docs = corpus_lib.iter_tfds_documents(tfds_name, o.tfds_data_dir, o.tfds_split, read_skips,
+                                          o.text_rules)
+  word_segmenter, segmenter_choice, docs = choose_word_segmenter(o.word_segmenter, docs)
+  o = dataclasses.replace(o, word_segmenter=word_segmenter)  # "auto" resolved
+  token_dtype = records.token_dtype_for(tokenizer.vocab_size, o.word_segmenter is not None)
+  if o.word_segmenter is not None:
+    word_segmentation.load_segmenter(o.word_segmenter)  # Fails here, before any work.
+  settings = _settings(tokenizer, files, tfds_name, o)
   fingerprint = _fingerprint(settings)
+  # How the segmenter was chosen: recorded, but not part of what makes the data (resumes of
+  # data prepared before this was recorded still match).
+  settings = dict(settings, word_segmenter_choice=segmenter_choice)
   os.makedirs(output_dir, exist_ok=True)
-  state_path = os.path.join(output_dir, "prepare_state.json")
-  if os.path.exists(state_path):
-    with open(state_path) as f:
-      previous = json.load(f)
-    if previous.get("fingerprint") != fingerprint:
-      raise PrepareError(
-          f"{output_dir} holds data prepared with different settings or inputs "
-          f"(fingerprint {previous.get('fingerprint')} != {fingerprint}); use a new "
-          f"output directory or delete it")
+  if _resumes(output_dir, fingerprint, settings):
     if os.path.exists(os.path.join(output_dir, MANIFEST)):
       return read_manifest(output_dir)
-  else:
-    with open(state_path, "w") as f:
-      json.dump({"fingerprint": fingerprint, "settings": settings}, f, indent=1)
-
   tokenizer_file = os.path.basename(tokenizer.save(output_dir))
   np.save(os.path.join(output_dir, "word_start.npy"), tokenizer.word_start_table())
+  bar = _Progress(o.progress)
+  summaries = _tokenize_units(output_dir, docs, tokenizer, token_dtype, o, bar)
+  bar.update(0, 0, final=True)
+  manifest = _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summaries,
+                             read_skips, settings,
+                             {"seconds": round(time.time() - bar.start, 2),
+                              "num_workers": o.num_workers})
+  if manifest["unk_rate"] > UNK_RATE_WARNING:
+    warnings.warn(unk_warning(manifest, output_dir), stacklevel=2)
+  return manifest
 
-  read_skips = corpus_lib.SkipLog()
-  if inputs is not None:
-    docs = corpus_lib.iter_text_documents(files, text_format, read_skips, encoding, text_rules)
+
+def _settings(tokenizer: Tokenizer, files: list[str] | None, tfds_name: str | None,
+              o: PrepareOptions) -> dict:
+  """What the dataset depends on (its fingerprint): a rerun resumes only when they match."""
+  if files is not None:
+    source_desc = {"files": [[f, os.path.getsize(f)] for f in files], "format": o.text_format,
+                   "encoding": o.encoding}
   else:
-    docs = corpus_lib.iter_tfds_documents(tfds_name, tfds_data_dir, tfds_split, read_skips,
-                                          text_rules)
+    source_desc = {"tfds": tfds_name, "split": o.tfds_split}
+  return {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.identity,
+          "source": source_desc, "eval_fraction": o.eval_fraction, "seed": o.seed,
+          "docs_per_shard": o.docs_per_shard, "max_sentence_tokens": o.max_sentence_tokens,
+          "page_tokens": records.PAGE_TOKENS, "text_rules": o.text_rules.to_json(),
+          "word_segmenter": o.word_segmenter}
 
-  bar = _Progress(progress)
+
+def _resumes(output_dir: str, fingerprint: str, settings: dict) -> bool:
+  """True when `output_dir` holds (part of) the dataset of `fingerprint`; records the
+  settings of a new one; an error for a dataset prepared with other settings."""
+  state_path = os.path.join(output_dir, "prepare_state.json")
+  if not os.path.exists(state_path):
+    with open(state_path, "w") as f:
+      json.dump({"fingerprint": fingerprint, "settings": settings}, f, indent=1)
+    return False
+  with open(state_path) as f:
+    previous = json.load(f)
+  if previous.get("fingerprint") != fingerprint:
+    raise PrepareError(
+        f"{output_dir} holds data prepared with different settings or inputs "
+        f"(fingerprint {previous.get('fingerprint')} != {fingerprint}); use a new "
+        f"output directory or delete it")
+  return True
+
+
+def _tokenize_units(output_dir: str, docs, tokenizer: Tokenizer, token_dtype,
+                    o: PrepareOptions, bar: _Progress) -> list[dict]:
+  """Tokenizes the unfinished units (in `o.num_workers` processes), reads the finished
+  ones' summaries; returns every unit's summary, in order."""
   pool = None
-  if num_workers > 0:
+  if o.num_workers > 0:
     pool = multiprocessing.get_context("spawn").Pool(
-        num_workers, initializer=_init_worker,
-        initargs=(tokenizer.path, lowercase, word_segmenter))
+        o.num_workers, initializer=_init_worker,
+        initargs=(tokenizer.path, o.lowercase, o.word_segmenter))
   else:
-    _init_worker(tokenizer.path, lowercase, word_segmenter)
+    _init_worker(tokenizer.path, o.lowercase, o.word_segmenter)
   summaries = []
   ordinal = 0
   try:
-    for unit, batch in _units(docs, docs_per_shard):
+    for unit, batch in _units(docs, o.docs_per_shard):
       num_bytes = sum(d.num_bytes for d in batch)
       done = _unit_done_path(output_dir, unit)
       if os.path.exists(done):
@@ -291,13 +375,12 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
         continue
       writer = _UnitWriter(output_dir, unit, tokenizer.vocab_size, token_dtype)
       tasks = [([(d.source, d.sentences) for d in batch[i:i + _DOCS_PER_TASK]],
-                max_sentence_tokens, token_dtype)
+                o.max_sentence_tokens, token_dtype)
                for i in range(0, len(batch), _DOCS_PER_TASK)]
-      results = _run_tasks(pool, tasks, num_workers)
-      for task, (outs, skip_json) in zip(tasks, results):
+      for task, (outs, skip_json) in zip(tasks, _run_tasks(pool, tasks, o.num_workers)):
         writer.skips.merge(corpus_lib.SkipLog.from_json(skip_json))
         for out in outs:
-          split = "eval" if _stream_hash01(seed, ordinal) < eval_fraction else "train"
+          split = "eval" if _stream_hash01(o.seed, ordinal) < o.eval_fraction else "train"
           ordinal += 1
           if out is not None:
             writer.add(split, *out)
@@ -306,12 +389,7 @@ def prepare(output_dir: str, tokenizer_path: str, inputs: str | None = None,
   finally:
     if pool is not None:
       pool.terminate()
-  bar.update(0, 0, final=True)
-  manifest = _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summaries,
-                             read_skips, settings, time.time() - bar.start, num_workers)
-  if manifest["unk_rate"] > UNK_RATE_WARNING:
-    warnings.warn(unk_warning(manifest, output_dir), stacklevel=2)
-  return manifest
+  return summaries
 
 
 def unk_warning(manifest: dict, output_dir: str) -> str:
@@ -336,41 +414,42 @@ def _run_tasks(pool, tasks, num_workers):
     yield window.popleft().get()
 
 
-def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summaries, read_skips,
-                    settings, seconds, num_workers) -> dict:
-  skips = read_skips
-  splits = {}
-  for split in SPLITS:
-    shards, counts = [], []
-    token_counts = np.zeros(tokenizer.vocab_size, np.int64)
-    for s in summaries:
-      entry = s["splits"][split]
-      shards.append(entry["shard"])
-      counts.append(entry)
-      index = records.read_index(os.path.join(output_dir, entry["shard"].replace(
-          ".array_record", ".index.npz")))
-      token_counts += index["token_counts"]
-    maskable = token_counts.copy()
-    maskable[list(tokenizer.special_ids.values())] = 0
-    total = int(maskable.sum())
-    all_tokens = int(token_counts.sum())
-    splits[split] = {
-        "shards": shards,
-        "documents_per_shard": [c["documents"] for c in counts],
-        "tokens_per_shard": [c["tokens"] for c in counts],
-        "documents": sum(c["documents"] for c in counts),
-        "sentences": sum(c["sentences"] for c in counts),
-        "tokens": sum(c["tokens"] for c in counts),
-        # Accuracy of always predicting the most frequent token: the floor MLM accuracy
-        # must clear to show learning (masked positions are a uniform sample of tokens).
-        "unigram_baseline_accuracy": float(maskable.max() / total) if total else 0.0,
-        "most_frequent_token_id": int(maskable.argmax()) if total else -1,
-        "unk_tokens": int(token_counts[tokenizer.unk_id]),
-        "unk_rate": float(token_counts[tokenizer.unk_id] / all_tokens) if all_tokens else 0.0,
-    }
+def _split_manifest(output_dir: str, tokenizer: Tokenizer, summaries: list[dict],
+                    split: str) -> dict:
+  """One split's entry of the manifest: shards, counts, [UNK] rate, unigram baseline."""
+  counts = [s["splits"][split] for s in summaries]
+  token_counts = np.zeros(tokenizer.vocab_size, np.int64)
+  for entry in counts:
+    index = records.read_index(os.path.join(output_dir, entry["shard"].replace(
+        ".array_record", ".index.npz")))
+    token_counts += index["token_counts"]
+  maskable = token_counts.copy()
+  maskable[list(tokenizer.special_ids.values())] = 0
+  total = int(maskable.sum())
+  all_tokens = int(token_counts.sum())
+  return {
+      "shards": [c["shard"] for c in counts],
+      "documents_per_shard": [c["documents"] for c in counts],
+      "tokens_per_shard": [c["tokens"] for c in counts],
+      "documents": sum(c["documents"] for c in counts),
+      "sentences": sum(c["sentences"] for c in counts),
+      "tokens": sum(c["tokens"] for c in counts),
+      # Accuracy of always predicting the most frequent token: the floor MLM accuracy
+      # must clear to show learning (masked positions are a uniform sample of tokens).
+      "unigram_baseline_accuracy": float(maskable.max() / total) if total else 0.0,
+      "most_frequent_token_id": int(maskable.argmax()) if total else -1,
+      "unk_tokens": int(token_counts[tokenizer.unk_id]),
+      "unk_rate": float(token_counts[tokenizer.unk_id] / all_tokens) if all_tokens else 0.0,
+  }
+
+
+def _write_manifest(output_dir: str, tokenizer: Tokenizer, tokenizer_file: str, token_dtype,
+                    summaries: list[dict], skips: corpus_lib.SkipLog, settings: dict,
+                    last_run: dict) -> dict:
+  splits = {split: _split_manifest(output_dir, tokenizer, summaries, split)
+            for split in SPLITS}
   for s in summaries:
     skips.merge(corpus_lib.SkipLog.from_json(s["skipped"]))
-  input_bytes = sum(s["input_bytes"] for s in summaries)
   manifest = {
       "format": FORMAT, "format_version": FORMAT_VERSION,
       "tokenizer": tokenizer.describe(), "tokenizer_file": tokenizer_file,
@@ -383,12 +462,12 @@ def _write_manifest(output_dir, tokenizer, tokenizer_file, token_dtype, summarie
                    / max(sum(s["tokens"] for s in splits.values()), 1)),
       "splits": splits,
       "input_documents": sum(s["input_documents"] for s in summaries),
-      "input_bytes": input_bytes,
+      "input_bytes": sum(s["input_bytes"] for s in summaries),
       "skipped": skips.to_json(),
       "settings": settings,
-      "last_run": {"seconds": round(seconds, 2), "num_workers": num_workers},
+      "last_run": last_run,
   }
-  write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
+  fileio.write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
   return manifest
 
 

@@ -17,6 +17,7 @@ owner also stops the waiters through the job's own failure handling
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -89,18 +90,26 @@ def _try_claim(lock: str) -> bool:
   return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """How long `prepare_once` waits, and how often it looks."""
+  wait_timeout_s: float = 3600.0  # a waiter gives up (PreparationWaitError) after this
+  stale_after_s: float = 300.0    # a lock untouched this long belongs to a dead owner
+  refresh_s: float = 5.0          # the owner touches its lock this often
+  poll_s: float = 0.5             # a waiter looks again this often
+
+
 def prepare_once(directory: str, is_done: Callable[[], bool], make: Callable[[], T],
                  result: Callable[[], T], *, what: str = "the data",
-                 wait_timeout_s: float = 3600.0, stale_after_s: float = 300.0,
-                 refresh_s: float = 5.0, poll_s: float = 0.5,
-                 log: Callable[[str], None] | None = None) -> T:
+                 timing: Timing = Timing(), log: Callable[[str], None] | None = None) -> T:
   """`make()` in exactly one of the processes that call this for `directory` at once.
 
   `is_done()` says whether a finished result is already there (then `result()` is
   returned without waiting); the process that wins the claim returns `make()`, the
   others `result()` once `is_done()`. A waiter raises PreparationWaitError after
-  `wait_timeout_s` seconds of waiting on an owner that is still at work; an owner that
-  died (same host, pid gone; or its lock untouched for `stale_after_s` s) is replaced.
+  `timing.wait_timeout_s` seconds of waiting on an owner that is still at work; an owner
+  that died (same host, pid gone; or its lock untouched for `timing.stale_after_s` s) is
+  replaced.
   """
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   os.makedirs(directory, exist_ok=True)
@@ -112,7 +121,7 @@ def prepare_once(directory: str, is_done: Callable[[], bool], make: Callable[[],
     if is_done():
       return result()
     if _try_claim(lock):
-      with _holding(lock, refresh_s):
+      with _holding(lock, timing.refresh_s):
         # Done between our check and our claim (the owner finished, released): reuse.
         if is_done():
           return result()
@@ -128,21 +137,29 @@ def prepare_once(directory: str, is_done: Callable[[], bool], make: Callable[[],
     if mtime != seen_mtime:
       seen_mtime, seen_at = mtime, now
     who = f"process {owner.get('pid', '?')} on host {owner.get('host', '?')}"
-    alive = _owner_alive(owner) if owner else True
-    if alive is False or now - seen_at > stale_after_s:
-      reason = ("has exited" if alive is False else
-                f"has not touched {lock} for {now - seen_at:.0f} s")
+    reason = _dead_owner(owner, lock, now - seen_at, timing.stale_after_s)
+    if reason:
       log(f"{what}: {who} began preparing {directory} but {reason}; taking over")
       # Remove only the lock judged dead, not one a faster waiter just took.
       if _read_owner(lock) == owner:
         with contextlib.suppress(FileNotFoundError):
           os.remove(lock)
       continue
-    if now - start > wait_timeout_s:
+    if now - start > timing.wait_timeout_s:
       raise PreparationWaitError(
-          f"waited {wait_timeout_s:.0f} s for {who} to prepare {what} in {directory} "
+          f"waited {timing.wait_timeout_s:.0f} s for {who} to prepare {what} in {directory} "
           f"(lock {lock}); if no process is preparing it, remove the lock")
     if not said_waiting:
       log(f"{what}: {who} is preparing {directory}; waiting for it")
       said_waiting = True
-    time.sleep(poll_s)
+    time.sleep(timing.poll_s)
+
+
+def _dead_owner(owner: dict, lock: str, untouched_s: float, stale_after_s: float) -> str | None:
+  """Why the lock's owner counts as dead (its pid gone, or its lock stale), or None."""
+  alive = _owner_alive(owner) if owner else True
+  if alive is False:
+    return "has exited"
+  if untouched_s > stale_after_s:
+    return f"has not touched {lock} for {untouched_s:.0f} s"
+  return None

@@ -79,23 +79,35 @@ def resolve_data_dir(data_dir: str, workdir: str, vocab_size: int) -> str:
   return data_dir
 
 
-def from_config(data: Mapping[str, Any], *, workdir: str, vocab_size: int,
-                max_seq_length: int, max_predictions_per_seq: int, global_batch_size: int,
-                eval_batch_size: int, seed: int, process_index: int = 0,
-                process_count: int = 1) -> PreparedSource:
+@dataclasses.dataclass(frozen=True)
+class BatchShapes:
+  """What the model side fixes for the batches (`config.model.vocab_size`,
+  `config.max_seq_length`, ...): the quickstart's vocabulary size, row length, predictions
+  per row, the global train / eval batch sizes, and the seed."""
+  vocab_size: int
+  max_seq_length: int
+  max_predictions_per_seq: int
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int
+
+
+def from_config(data: Mapping[str, Any], shapes: BatchShapes, *, workdir: str,
+                process_index: int = 0, process_count: int = 1) -> PreparedSource:
   """The source `config.data` describes (its `data_dir` and the DATA_FIELDS), making
-  batches of the model's shapes. `vocab_size` is the model's: the quickstart trains a
-  tokenizer of that size. The process index/count say which rows of each global
-  batch this host makes."""
-  data_dir = resolve_data_dir(str(data["data_dir"]), workdir, vocab_size)
+  batches of the model's `shapes`. The quickstart trains a tokenizer of the model's
+  vocabulary size. The process index/count say which rows of each global batch this
+  host makes."""
+  data_dir = resolve_data_dir(str(data["data_dir"]), workdir, shapes.vocab_size)
   manifest = read_manifest(data_dir)
   common = dict(data_dir=data_dir, process_index=process_index, process_count=process_count,
-                max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
-                seed=seed, drop_remainder=True, **{k: data[k] for k in DATA_FIELDS})
+                max_seq_length=shapes.max_seq_length,
+                max_predictions_per_seq=shapes.max_predictions_per_seq, seed=shapes.seed,
+                drop_remainder=True, **{k: data[k] for k in DATA_FIELDS})
   return PreparedSource(
       data_dir=data_dir, manifest=manifest,
-      train=loader_lib.LoaderConfig(split="train", global_batch_size=global_batch_size,
+      train=loader_lib.LoaderConfig(split="train", global_batch_size=shapes.global_batch_size,
                                     num_epochs=None, **common,
                                     **{k: data[k] for k in PACKING_FIELDS if k in data}),
-      eval=loader_lib.LoaderConfig(split="eval", global_batch_size=eval_batch_size,
+      eval=loader_lib.LoaderConfig(split="eval", global_batch_size=shapes.eval_batch_size,
                                    num_epochs=1, **common))

@@ -14,9 +14,10 @@ import sys
 import time
 
 from data_pipeline import corpus as corpus_lib
+from data_pipeline import fileio
 from data_pipeline.default_corpus import corpus_root, write_default_corpus
-from data_pipeline.prepare_once import prepare_once
-from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, prepare
+from data_pipeline.prepare_once import Timing, prepare_once
+from data_pipeline.prepare import FORMAT_VERSION, MANIFEST, PrepareOptions, prepare
 from data_pipeline.text.tokenizer import train_sentencepiece
 
 _STAMP = "quickstart.json"
@@ -65,14 +66,15 @@ def prepare_default_dataset(output_dir: str, vocab_size: int = 8192,
       # A new tokenizer (new identity) cannot resume the old shards: start that part afresh.
       import shutil
       shutil.rmtree(data_dir)
-    prepare(data_dir, model, inputs=",".join(files), num_workers=workers,
-            eval_fraction=eval_fraction, docs_per_shard=500, progress=progress)
-    tmp = f"{stamp}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump({"settings": settings, "data_dir": "data"}, f)
-    os.replace(tmp, stamp)  # the mark that the others wait for: written last, whole
+    prepare(data_dir, model, inputs=",".join(files), options=PrepareOptions(
+        num_workers=workers, eval_fraction=eval_fraction, docs_per_shard=500,
+        progress=progress))
+    # The mark that the others wait for: written last, whole.
+    fileio.write_text_atomic(stamp, json.dumps({"settings": settings, "data_dir": "data"}),
+                             private=True)
     log("prepared train and eval shards")
     return data_dir
 
   return prepare_once(output_dir, is_done, make, lambda: data_dir, what="quickstart data",
-                      wait_timeout_s=wait_timeout_s, log=lambda msg: log(msg.split(": ", 1)[-1]))
+                      timing=Timing(wait_timeout_s=wait_timeout_s),
+                      log=lambda msg: log(msg.split(": ", 1)[-1]))

@@ -21,10 +21,11 @@ splits them off (`split_word_starts`) before masking.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from data_pipeline import fileio
 
 PAGE_TOKENS = 512
 # One record per chunk and no compression: token ids barely compress, and a random read
@@ -172,11 +173,10 @@ class TokenReader:
 
 def write_index(path: str, sentence_counts: np.ndarray, sentence_lengths: np.ndarray,
                 token_counts: np.ndarray) -> None:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, sentence_counts=sentence_counts.astype(np.int32),
-           sentence_lengths=sentence_lengths.astype(np.int32),
-           token_counts=token_counts.astype(np.int64))
-  os.replace(tmp, path)
+  with fileio.atomic_path(path, suffix=".npz") as tmp:
+    np.savez(tmp, sentence_counts=sentence_counts.astype(np.int32),
+             sentence_lengths=sentence_lengths.astype(np.int32),
+             token_counts=token_counts.astype(np.int64))
 
 
 def read_index(path: str) -> dict[str, np.ndarray]:

@@ -1,10 +1,10 @@
 """A TFDS builder that turns local text files into an array_record TFDS dataset.
 
 With it, local text goes through the same TFDS path as public datasets
-(`prepare(tfds_name="local_text_corpus:text", tfds_data_dir=...)`), and the corpus can be
-shared as a standard TFDS directory. Each example is one document: `text` holds its sentences
-one per line (BERT format), `source` the file and line it came from. Building and reading
-need no tensorflow.
+(`prepare(..., tfds_name="local_text_corpus:text", options=PrepareOptions(tfds_data_dir=...))`),
+and the corpus can be shared as a standard TFDS directory. Each example is one document: `text`
+holds its sentences one per line (BERT format), `source` the file and line it came from.
+Building and reading need no tensorflow.
 """
 from __future__ import annotations
 

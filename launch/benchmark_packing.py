@@ -57,7 +57,8 @@ def _datasets(workdir, vocab_size):
     text = _short_documents(sorted(glob.glob(os.path.join(quick, "corpus", "*.txt"))),
                             os.path.join(workdir, "short_documents.txt"))
     prepare_lib.prepare(short_dir, os.path.join(quick, "tokenizer", "spm.model"), inputs=text,
-                        eval_fraction=0.05, docs_per_shard=5000, progress=False)
+                        options=prepare_lib.PrepareOptions(eval_fraction=0.05,
+                                                           docs_per_shard=5000, progress=False))
   return {"long_documents": long_dir, "short_documents": short_dir}
 
 

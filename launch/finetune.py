@@ -12,7 +12,7 @@ calls `finetune.run`.
       --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
 One flag per `finetune_config.FinetuneConfig` field (declared there once, with its help
-text). The task's text side comes from `data_pipeline.finetune.text_task`. Prints the final
+text). The task's text side comes from `data_pipeline.finetune.tasks`. Prints the final
 metrics as one JSON line; see bert_jax/finetune/loop.py for the files written.
 """
 import dataclasses
@@ -26,7 +26,7 @@ from absl import logging
 
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune import config as finetune_config
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline.finetune import tasks as text_tasks
 from launch import cli
 
 
@@ -80,7 +80,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = config_from_flags()
-  text = finetune_text.make_text_task(config.task, **config.text_options())
+  text = text_tasks.make_text_task(config.task, **config.text_options())
   results = finetune.run(config, text)
   print(json.dumps({k: v for k, v in results.items() if k != "history"}, sort_keys=True),
         flush=True)

@@ -2,10 +2,11 @@
 
 python -m launch.prepare_data --input=GLOB[,GLOB...] --tokenizer=PATH --output_dir=DIR \
     [--num_workers=N] [--eval_fraction=F] [--text_format=bert|lines|paragraphs] \
-    [--encoding=gb18030] [--nfkc] [--semicolon_ends_sentence] [--word_segmenter=jieba]
+    [--encoding=gb18030] [--nfkc] [--semicolon_ends_sentence] [--word_segmenter=auto|none|jieba]
 python -m launch.prepare_data --tfds=wikipedia/20230601.en:text --tfds_data_dir=DIR ...
 Rerun the same command to resume after an interruption. --word_segmenter=jieba stores
-Chinese word starts for whole-word masking (pretrain with whole_word_masking=True).
+Chinese word starts for whole-word masking (pretrain with whole_word_masking=True); the
+default, auto, does so when the corpus is mostly Chinese/Japanese (none: never).
 """
 import json
 import sys
@@ -16,7 +17,7 @@ from absl import flags
 from data_pipeline import corpus
 from data_pipeline.text import scripts as text_scripts
 from data_pipeline.text import word_segmentation
-from data_pipeline.prepare import prepare
+from data_pipeline.prepare import PrepareOptions, prepare
 from launch import cli
 
 _INPUT = flags.DEFINE_string("input", None, "Comma-separated globs of local text files.")
@@ -36,8 +37,10 @@ _ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of the input
                                 "(e.g. gb18030, big5, shift_jis).")
 _NFKC = flags.DEFINE_bool("nfkc", False, "Unicode NFKC (full-width ASCII -> ASCII).")
 _SEMICOLON = flags.DEFINE_bool("semicolon_ends_sentence", False, "；ends a CJK sentence.")
-_SEGMENTER = flags.DEFINE_enum("word_segmenter", None, list(word_segmentation.SEGMENTERS),
-                               "Store Chinese word starts for whole-word masking.")
+_SEGMENTER = flags.DEFINE_enum(
+    "word_segmenter", "auto", ["auto", "none", *word_segmentation.SEGMENTERS],
+    "Store Chinese word starts for whole-word masking; auto: jieba when the corpus is "
+    "mostly CJK (>= 50% of the first documents' characters), else none.")
 
 
 def main(argv):
@@ -49,12 +52,13 @@ def main(argv):
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     manifest = prepare(_OUTPUT.value, _TOKENIZER.value, inputs=_INPUT.value,
-                       tfds_name=_TFDS.value, tfds_data_dir=_TFDS_DIR.value,
-                       tfds_split=_TFDS_SPLIT.value, text_format=_FORMAT.value,
-                       num_workers=_WORKERS.value, eval_fraction=_EVAL.value,
-                       docs_per_shard=_SHARD.value, lowercase=lowercase,
-                       encoding=_ENCODING.value, text_rules=rules,
-                       word_segmenter=_SEGMENTER.value)
+                       tfds_name=_TFDS.value, options=PrepareOptions(
+                           tfds_data_dir=_TFDS_DIR.value, tfds_split=_TFDS_SPLIT.value,
+                           text_format=_FORMAT.value, num_workers=_WORKERS.value,
+                           eval_fraction=_EVAL.value, docs_per_shard=_SHARD.value,
+                           lowercase=lowercase, encoding=_ENCODING.value, text_rules=rules,
+                           word_segmenter=(None if _SEGMENTER.value == "none"
+                                           else _SEGMENTER.value)))
   for w in caught:
     print(f"warning: {w.message}", file=sys.stderr)
   summary = {split: {k: v for k, v in s.items() if k in ("documents", "sentences", "tokens")}
@@ -62,6 +66,8 @@ def main(argv):
   print(json.dumps({"output_dir": _OUTPUT.value, "splits": summary,
                     "unk_rate": round(manifest["unk_rate"], 5),
                     "word_starts": manifest["word_starts"],
+                    "word_segmenter_choice": manifest["settings"].get(
+                        "word_segmenter_choice", {}).get("reason"),
                     "skipped": {k: v["count"] for k, v in manifest["skipped"].items()}}))
 
 

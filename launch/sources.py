@@ -26,8 +26,8 @@ def make_pretraining_source(config: ml_collections.ConfigDict,
   # Imported here so that synthetic runs need no text packages.
   from data_pipeline import pretraining_source
   return pretraining_source.from_config(
-      config.data, workdir=workdir, vocab_size=config.model.vocab_size,
-      max_seq_length=config.max_seq_length,
-      max_predictions_per_seq=config.max_predictions_per_seq,
-      global_batch_size=config.global_batch_size, eval_batch_size=config.eval_batch_size,
-      seed=config.seed, **process)
+      config.data, pretraining_source.BatchShapes(
+          vocab_size=config.model.vocab_size, max_seq_length=config.max_seq_length,
+          max_predictions_per_seq=config.max_predictions_per_seq,
+          global_batch_size=config.global_batch_size, eval_batch_size=config.eval_batch_size,
+          seed=config.seed), workdir=workdir, **process)

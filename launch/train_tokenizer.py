@@ -4,10 +4,13 @@ python -m launch.train_tokenizer --input=GLOB[,GLOB...] --output_dir=DIR --vocab
     [--model_type=unigram|bpe|wordpiece] [--text_format=bert|lines|paragraphs] \
     [--encoding=utf-8|gb18030|shift_jis|...] [--nfkc] [--lowercase]
 WordPiece uses BERT's normaliser and pre-tokeniser (every CJK character its own token, as
-Google's Chinese BERT); SentencePiece picks its character coverage for CJK-heavy text. What
-was chosen is in DIR/tokenizer_manifest.json.
+Google's Chinese BERT); a vocabulary smaller than asked (a small corpus) is said with its
+reason. SentencePiece normalises as --nfkc says (NFKC, else nothing: full-width ，（） stay)
+and picks its character coverage and dummy prefix (none: no lone ▁ per sentence) for
+CJK-heavy text. What was chosen is in DIR/tokenizer_manifest.json.
 """
 import sys
+import warnings
 
 from absl import flags
 
@@ -43,19 +46,24 @@ def main(argv):
   # CorpusError / TokenizerError (ValueErrors) reach launch.cli: one `error:` line.
   docs = corpus.iter_text_documents(_INPUT.value, _FORMAT.value, skips, _ENCODING.value, rules)
   sentences = (s for d in docs for s in d.sentences)
-  if _TYPE.value == "wordpiece":
-    path = train_wordpiece(sentences, _OUTPUT.value, _VOCAB.value, lowercase=_LOWER.value)
-  else:
-    path = train_sentencepiece(sentences, _OUTPUT.value, _VOCAB.value, _TYPE.value,
-                               _MAX.value, character_coverage=_COVERAGE.value)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if _TYPE.value == "wordpiece":
+      path = train_wordpiece(sentences, _OUTPUT.value, _VOCAB.value, lowercase=_LOWER.value)
+    else:
+      path = train_sentencepiece(sentences, _OUTPUT.value, _VOCAB.value, _TYPE.value,
+                                 _MAX.value, character_coverage=_COVERAGE.value,
+                                 nfkc=_NFKC.value)
+  for w in caught:
+    print(f"warning: {w.message}", file=sys.stderr)
   tok = load_tokenizer(path)
   for reason, entry in skips.to_json().items():
     print(f"skipped {entry['count']} ({reason}), e.g. {entry['examples'][:2]}", file=sys.stderr)
   chosen = read_tokenizer_manifest(_OUTPUT.value)
   print(f"wrote {path}: vocab_size={tok.vocab_size} identity={tok.identity} "
         f"cjk_fraction={chosen.get('cjk_fraction')}"
-        + (f" character_coverage={chosen['character_coverage']}"
-           if "character_coverage" in chosen else ""))
+        + "".join(f" {k}={chosen[k]}" for k in ("character_coverage", "normalization_rule_name",
+                                                "add_dummy_prefix") if k in chosen))
 
 
 if __name__ == "__main__":

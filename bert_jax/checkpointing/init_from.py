@@ -1,7 +1,7 @@
 """Parameters from elsewhere: one of our checkpoints or a Hugging Face BERT directory.
 
 `load` is what `config.init_from` does (parameters only, onto this run's shardings;
-the precedence that calls it is `checkpoint.restore_or_initialize`); `read_checkpoint`
+the precedence that calls it is `manager.restore_or_initialize`); `read_checkpoint`
 reads a checkpoint's parameters on the host, whatever mesh saved it (export).
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bert_jax.checkpointing import manager as ckpt  # layout, errors, tree comparison (used at call time)
+from bert_jax.checkpointing import layout
 from bert_jax import interop
 from bert_jax import tree as tree_lib
 
 
 def _is_step_dir(path: str) -> bool:
-  return (os.path.isdir(os.path.join(path, ckpt.STATE))
+  return (os.path.isdir(os.path.join(path, layout.STATE))
           and os.path.basename(path.rstrip("/")).isdigit())
 
 
@@ -36,7 +36,7 @@ def resolve_our_checkpoint(path: str) -> tuple[str, int] | None:
   path = os.path.abspath(path)
   if _is_step_dir(path):
     return os.path.dirname(path), int(os.path.basename(path))
-  for directory in (os.path.join(path, ckpt.CHECKPOINTS_SUBDIR), path):
+  for directory in (os.path.join(path, layout.CHECKPOINTS_SUBDIR), path):
     if os.path.isdir(directory):
       steps = _steps_in(directory)
       if steps:
@@ -50,7 +50,7 @@ def is_hf_directory(path: str) -> bool:
 
 def _saved_params_metadata(step_dir: str) -> tuple[ocp.PyTreeCheckpointer, Any]:
   checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(os.path.join(step_dir, ckpt.STATE))
+  metadata = checkpointer.metadata(os.path.join(step_dir, layout.STATE))
   return checkpointer, getattr(metadata, "item_metadata", metadata)["params"]
 
 
@@ -58,7 +58,7 @@ def _restore_params(checkpointer: ocp.PyTreeCheckpointer, step_dir: str, target:
                     restore_args: Any) -> Any:
   """Only the `params` subtree of a state item: the optimizer state of the source
   run may be of another optimizer."""
-  restored = checkpointer.restore(os.path.join(step_dir, ckpt.STATE), args=ocp.args.PyTreeRestore(
+  restored = checkpointer.restore(os.path.join(step_dir, layout.STATE), args=ocp.args.PyTreeRestore(
       item={"params": target}, restore_args={"params": restore_args}, partial_restore=True))
   return restored["params"]
 
@@ -68,19 +68,19 @@ def load_params(path: str, abstract_params: Any) -> tuple[Any, str]:
   Returns (params, the step directory read). Shapes must match."""
   found = resolve_our_checkpoint(path)
   if found is None:
-    raise ckpt.CheckpointError(
-        f"{path}: not one of our checkpoints (no {ckpt.CHECKPOINTS_SUBDIR}/<step>/"
-        f"{ckpt.STATE}) and not a Hugging Face directory (no config.json)")
+    raise layout.CheckpointError(
+        f"{path}: not one of our checkpoints (no {layout.CHECKPOINTS_SUBDIR}/<step>/"
+        f"{layout.STATE}) and not a Hugging Face directory (no config.json)")
   step_dir = os.path.join(found[0], str(found[1]))
   try:
     checkpointer, params_meta = _saved_params_metadata(step_dir)
   except Exception as e:  # pylint: disable=broad-except
-    raise ckpt.CheckpointError(
+    raise layout.CheckpointError(
         f"checkpoint {step_dir} cannot be read ({type(e).__name__}: {e})") from e
-  lines = ckpt.mismatches(tree_lib.flatten_with_names(params_meta),
-                          tree_lib.flatten_with_names(abstract_params), check_dtype=False)
+  lines = layout.mismatches(tree_lib.flatten_with_names(params_meta),
+                            tree_lib.flatten_with_names(abstract_params), check_dtype=False)
   if lines:
-    raise ckpt._incompatible(  # pylint: disable=protected-access
+    raise layout.incompatible_error(
         f"checkpoint {step_dir} (config.init_from)", lines,
         "Set the model fields (--config.model.*) to those of that checkpoint.")
   params = _restore_params(checkpointer, step_dir, abstract_params,
@@ -100,19 +100,19 @@ def load_hf_params(path: str, model_config: Any, abstract_params: Any,
              ("dtype", "param_dtype", "attention_impl", "remat_policy", "scan_layers")}
   hf_config, params, report = interop.load_hf_with_report(path, **runtime)
   different = [f"{f}: {path} has {getattr(hf_config, f)!r}, this run {getattr(model_config, f)!r}"
-               for f in interop._CONFIG_FIELDS  # pylint: disable=protected-access
+               for f in interop.CONFIG_FIELDS
                if getattr(hf_config, f) != getattr(model_config, f)
                and not f.endswith("dropout_prob")]
   if different:
-    raise ckpt.IncompatibleCheckpointError(
+    raise layout.IncompatibleCheckpointError(
         f"{path}/config.json does not describe this run's model ({len(different)} field(s)):\n  "
         + "\n  ".join(different) + "\nSet --config.model.* to the checkpoint's values.")
   loaded = tree_lib.flatten_with_names(params)
   expected = tree_lib.flatten_with_names(abstract_params)
-  lines = [line for line in ckpt.mismatches(loaded, expected, check_dtype=False)
+  lines = [line for line in layout.mismatches(loaded, expected, check_dtype=False)
            if "missing from the checkpoint" not in line]
   if lines:
-    raise ckpt._incompatible(f"{path} (config.init_from)", lines, "")  # pylint: disable=protected-access
+    raise layout.incompatible_error(f"{path} (config.init_from)", lines, "")
   if report.absent:
     logging.warning("%s: absent from the checkpoint, freshly initialised: %s", path,
                     ", ".join(report.absent))
@@ -145,21 +145,21 @@ def read_checkpoint(path: str, step: int | None = None) -> tuple[str, dict, Any]
   """
   found = resolve_our_checkpoint(path)
   if found is None:
-    raise ckpt.CheckpointError(f"{path}: no checkpoint found (expected "
-                               f"{ckpt.CHECKPOINTS_SUBDIR}/<step>/{ckpt.STATE})")
+    raise layout.CheckpointError(f"{path}: no checkpoint found (expected "
+                                 f"{layout.CHECKPOINTS_SUBDIR}/<step>/{layout.STATE})")
   directory, latest = found
   step = latest if step is None else int(step)
   step_dir = os.path.join(directory, str(step))
   if not _is_step_dir(step_dir):
-    raise ckpt.CheckpointError(f"{directory}: no checkpoint of step {step}; available: "
-                               f"{_steps_in(directory)}")
+    raise layout.CheckpointError(f"{directory}: no checkpoint of step {step}; available: "
+                                 f"{_steps_in(directory)}")
   try:
-    with open(os.path.join(step_dir, ckpt.META, "metadata")) as f:
+    with open(os.path.join(step_dir, layout.META, "metadata")) as f:
       meta = json.load(f)
     checkpointer, params_meta = _saved_params_metadata(step_dir)
     params = _restore_params(checkpointer, step_dir, params_meta, jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta))
   except Exception as e:  # pylint: disable=broad-except
-    raise ckpt.CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    raise layout.CheckpointError(f"checkpoint {step_dir} cannot be read ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''})") from e
   return step_dir, meta, params

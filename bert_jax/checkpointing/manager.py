@@ -15,12 +15,8 @@ Where a run starts -- the one place this order is decided (`restore_or_initializ
      data start afresh;
   3. else a fresh initialisation from `config.seed`.
 
-Layout: WORKDIR/checkpoints/<step>/ holds three Orbax items:
-  state  the `TrainState` (params, opt_state, step, rng) as sharded arrays;
-  meta   JSON: the config that made it, the tokenizer's identity, the data directory,
-         the number of processes, and the loop's host state (the metrics window not
-         yet logged, the unigram-baseline counts);
-  data   JSON per process (process_I-of-N.json): that host's data-iterator state.
+The on-disk layout (three Orbax items per step), the errors and the tree comparison:
+`layout.py`.
 
 Orbax writes a step into a temporary directory and renames it when every item is
 written, so a run killed mid-save leaves no step directory, only a temporary one
@@ -40,26 +36,16 @@ import time
 from typing import Any, Callable, Mapping
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from bert_jax.checkpointing import init_from as init_from_lib
+from bert_jax.checkpointing import layout
+# The layout and errors that callers of the manager meet, under the manager's name too.
+from bert_jax.checkpointing.layout import (CHECKPOINTS_SUBDIR, DAMAGED_SUBDIR, CheckpointError,
+                                           IncompatibleCheckpointError)  # noqa: F401
 from bert_jax.multihost import preemption as preemption_lib
 from bert_jax import tree as tree_lib
-
-CHECKPOINTS_SUBDIR = "checkpoints"
-DAMAGED_SUBDIR = "checkpoints_damaged"
-FORMAT_VERSION = 1
-STATE, META, DATA = "state", "meta", "data"
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be used; the message names it."""
-
-
-class IncompatibleCheckpointError(CheckpointError):
-  """A checkpoint of another model shape, vocabulary or optimizer."""
 
 
 def check_config(config) -> None:
@@ -124,43 +110,6 @@ class HostJsonRestore(ocp.args.CheckpointArgs):
   item: Any = None
 
 
-# ---------------------------------------------------------------------------
-# Trees
-
-
-def abstract_of(tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying `shardings`: a restore target from any array tree."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
-
-
-def mismatches(saved: Mapping[str, Any], expected: Mapping[str, Any], *,
-               check_dtype: bool) -> list[str]:
-  """Every difference between two {name: shape/dtype-bearing leaf} tables, one line each."""
-  lines = []
-  for name in sorted(set(saved) | set(expected)):
-    if name not in saved:
-      lines.append(f"{name}: missing from the checkpoint (this run has "
-                   f"{tuple(expected[name].shape)} {np.dtype(expected[name].dtype)})")
-    elif name not in expected:
-      lines.append(f"{name}: in the checkpoint {tuple(saved[name].shape)}, not in this run")
-    else:
-      s, e = saved[name], expected[name]
-      if tuple(s.shape) != tuple(e.shape) or (
-          check_dtype and np.dtype(s.dtype) != np.dtype(e.dtype)):
-        lines.append(f"{name}: checkpoint {tuple(s.shape)} {np.dtype(s.dtype)}, this run "
-                     f"{tuple(e.shape)} {np.dtype(e.dtype)}")
-  return lines
-
-
-def _incompatible(where: str, lines: list[str], hint: str) -> IncompatibleCheckpointError:
-  shown = lines[:40]
-  more = f"\n  ... and {len(lines) - 40} more" if len(lines) > 40 else ""
-  return IncompatibleCheckpointError(
-      f"{where} does not fit this run's model: {len(lines)} mismatched array(s):\n  "
-      + "\n  ".join(shown) + more + f"\n{hint}")
-
-
 def to_jsonable(value: Any) -> Any:
   """JSON round trip now: a value captured at save time (later mutation cannot leak into
   an asynchronous write) and an early TypeError for what JSON cannot hold."""
@@ -201,8 +150,9 @@ class Checkpointer:
         enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_handlers={STATE: ocp.StandardCheckpointHandler(),
-                       META: ocp.JsonCheckpointHandler(), DATA: HostJsonHandler()})
+        item_handlers={layout.STATE: ocp.StandardCheckpointHandler(),
+                       layout.META: ocp.JsonCheckpointHandler(),
+                       layout.DATA: HostJsonHandler()})
 
   def steps(self) -> list[int]:
     """Committed steps, oldest first."""
@@ -215,12 +165,12 @@ class Checkpointer:
   def save(self, step: int, state: Any, *, meta: Mapping[str, Any],
            data_state: Mapping[str, Any] | None) -> None:
     """Starts saving `state` (a TrainState of global arrays) as step `step`."""
-    meta = to_jsonable({**meta, "format_version": FORMAT_VERSION, "step": int(step),
+    meta = to_jsonable({**meta, "format_version": layout.FORMAT_VERSION, "step": int(step),
                         "process_count": jax.process_count()})
     self._manager.save(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardSave(state),
-        META: ocp.args.JsonSave(meta),
-        DATA: HostJsonSave(to_jsonable(data_state)),
+        layout.STATE: ocp.args.StandardSave(state),
+        layout.META: ocp.args.JsonSave(meta),
+        layout.DATA: HostJsonSave(to_jsonable(data_state)),
     }), force=True)
 
   def wait(self) -> None:
@@ -231,16 +181,14 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
-  def read_meta(self, step: int) -> dict:
-    return self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
-
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises IncompatibleCheckpointError listing every array whose shape or dtype
     differs from `abstract_state` (or that one side lacks)."""
-    saved = tree_lib.flatten_with_names(self._manager.item_metadata(step)[STATE])
-    lines = mismatches(saved, tree_lib.flatten_with_names(abstract_state), check_dtype=True)
+    saved = tree_lib.flatten_with_names(self._manager.item_metadata(step)[layout.STATE])
+    lines = layout.mismatches(saved, tree_lib.flatten_with_names(abstract_state),
+                              check_dtype=True)
     if lines:
-      raise _incompatible(
+      raise layout.incompatible_error(
           f"checkpoint {self.step_path(step)}", lines,
           "Resume with the config that made it (its meta item holds it), use another "
           "--workdir, or start a new run from its parameters with --config.init_from.")
@@ -249,18 +197,18 @@ class Checkpointer:
     """Step `step` onto the shardings carried by `abstract_state` (any mesh)."""
     self.check_compatible(step, abstract_state)
     items = self._manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state),
-        META: ocp.args.JsonRestore(),
-        DATA: HostJsonRestore(),
+        layout.STATE: ocp.args.StandardRestore(abstract_state),
+        layout.META: ocp.args.JsonRestore(),
+        layout.DATA: HostJsonRestore(),
     }))
-    meta = dict(items[META])
+    meta = dict(items[layout.META])
     saved_processes = meta.get("process_count")
     if saved_processes != jax.process_count():
       raise CheckpointError(
           f"checkpoint {self.step_path(step)} was saved by {saved_processes} processes; this "
           f"run has {jax.process_count()}: the data position of each host cannot carry over")
-    return Restored(step=step, path=self.step_path(step), state=items[STATE], meta=meta,
-                    data_state=items[DATA])
+    return Restored(step=step, path=self.step_path(step), state=items[layout.STATE],
+                    meta=meta, data_state=items[layout.DATA])
 
   def restore_latest(self, abstract_state: Any) -> Restored | None:
     """The newest checkpoint that restores; damaged ones are reported and moved aside.
@@ -328,6 +276,14 @@ class Start:
   def step(self) -> int:
     return int(jax.device_get(self.state.step))
 
+  @property
+  def host_state(self) -> dict | None:
+    """The loop's host state as the step hook saved it ({"data": this process's data
+    position, "loop": the meta item's "loop"}); checkpoint only."""
+    if self.source != "checkpoint":
+      return None
+    return {"data": self.data_state, "loop": (self.meta or {}).get("loop") or {}}
+
 
 def restore_or_initialize(checkpointer: Checkpointer, *, abstract_state: Any,
                           init_state: Callable[[], Any], init_from: str = "",
@@ -361,15 +317,18 @@ def make_step_hook(checkpointer: Checkpointer, *, every_steps: int, total_steps:
   """A `train_loop` step hook: saves every `every_steps`, at `total_steps` and at a
   preemption notice (then waits for the commit and raises `Preempted`).
 
-  `meta_fn()` gives the meta item's content at that step (config, tokenizer, loop
-  state); the data position comes from the iterator the loop passes in.
+  `meta_fn()` gives the meta item's content at that step (config, tokenizer); the host
+  state the loop passes in (`get_state()` -> {"data", "loop"}) gives the data item
+  (this process's data position) and the meta item's "loop" (the metrics window, ...).
   """
 
-  def hook(step: int, state: Any, train_iter: Any) -> None:
+  def hook(step: int, state: Any, host: Any) -> None:
     preempted = preemption is not None and preemption.reached(step)
     if not (preempted or step == total_steps or (every_steps > 0 and step % every_steps == 0)):
       return
-    checkpointer.save(step, state, meta=meta_fn(), data_state=train_iter.get_state())
+    host_state = host.get_state()
+    checkpointer.save(step, state, meta={**meta_fn(), "loop": host_state["loop"]},
+                      data_state=host_state["data"])
     if preempted:
       checkpointer.wait()
       raise preemption_lib.Preempted(step, checkpointer.step_path(step))

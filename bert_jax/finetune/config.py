@@ -1,9 +1,11 @@
 """What a fine-tuning run is handed: its options and the text side's protocol.
 
 `FinetuneConfig` is declared once: every field carries its help text, and
-`launch/finetune.py` makes the absl flags from the fields. `TextSide` /
-`EncodedData` are what `finetune.run` needs of the text package (its
-`finetune_text.make_text_task`), which bert_jax never imports.
+`launch/finetune.py` makes the absl flags from the fields. Fields tagged `text=True` are
+the text side's reading options: `text_options()` collects them for the text package's
+`data_pipeline.finetune.tasks.make_text_task` (a new option is one tagged field here).
+`TextSide` / `EncodedData` are what `finetune.run` needs of that package, which bert_jax
+never imports.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ _GENERIC_DEFAULTS = {"max_seq_length": 128, "num_epochs": 3}
 
 
 def _field(default, help_text: str, **kw):
-  """A FinetuneConfig field with the help text its command-line flag shows."""
+  """A FinetuneConfig field with the help text its command-line flag shows. Tags:
+  `text=True` (a reading option of the text side), `positive=True` (must be > 0, checked
+  after the task's defaults), `required`, `enum`."""
   return dataclasses.field(default=default, metadata={"help": help_text, **kw})
 
 
@@ -38,20 +42,22 @@ class FinetuneConfig:
                                   "evaluate / predict with init_from's head.")
   eval_file: str | None = _field(None, "Labelled evaluation file (same format).")
   predict_file: str | None = _field(None, "Unlabelled input to label.")
-  text_column: str = _field("sentence", "Column of the (first) text.")
-  text_pair_column: str | None = _field(None, "Column of the second text, for pairs.")
-  label_column: str = _field("label", "Column of the label.")
-  tokens_key: str = _field("tokens", "NER JSONL: key of the tokens.")
-  tags_key: str = _field("tags", "NER JSONL: key of the tags.")
+  text_column: str = _field("sentence", "Column of the (first) text.", text=True)
+  text_pair_column: str | None = _field(None, "Column of the second text, for pairs.",
+                                        text=True)
+  label_column: str = _field("label", "Column of the label.", text=True)
+  tokens_key: str = _field("tokens", "NER JSONL: key of the tokens.", text=True)
+  tags_key: str = _field("tags", "NER JSONL: key of the tags.", text=True)
   labels: tuple[str, ...] | None = _field(
       None, "The label set, in id order (default: the sorted labels of the train file).")
   max_seq_length: int | None = _field(None, "Tokens per sequence (default: the task's; 128, "
-                                      "QA 384).")
-  batch_size: int = _field(32, "Global training batch size.")
-  eval_batch_size: int = _field(64, "Global eval batch.")
+                                      "QA 384).", positive=True)
+  batch_size: int = _field(32, "Global training batch size.", positive=True)
+  eval_batch_size: int = _field(64, "Global eval batch.", positive=True)
   learning_rate: float = _field(3e-5, "Peak learning rate (BERT: 2e-5 to 5e-5; LoRA usually "
                                 "wants ~1e-4 to 1e-3).")
-  num_epochs: int | None = _field(None, "Training epochs (default: the task's; 3, QA 2).")
+  num_epochs: int | None = _field(None, "Training epochs (default: the task's; 3, QA 2).",
+                                  positive=True)
   warmup_fraction: float = _field(0.1, "Warmup share of the steps.")
   weight_decay: float = _field(0.01, "AdamW weight decay.")
   grad_clip_norm: float = _field(1.0, "Global gradient-norm clipping.")
@@ -64,24 +70,29 @@ class FinetuneConfig:
                                        "all devices data-parallel).")
   dtype: str = _field("float32", "Compute dtype.", enum=("float32", "bfloat16"))
   seed: int = _field(0, "Seed of the head init, order and dropout.")
-  log_every_steps: int = _field(50, "Progress interval.")
+  log_every_steps: int = _field(50, "Progress interval.", positive=True)
   length_buckets: int = _field(
       4, "At most this many batch widths, fitted to each file's lengths so that the least "
-      "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to max_seq_length.")
+      "padding is computed (bert_jax/finetune/bucketing.py); 1: every batch padded to "
+      "max_seq_length.", positive=True)
   # Question answering (--task=qa); BERT's run_squad.py defaults.
   version_2_with_negative: bool = _field(
-      False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).")
+      False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).", text=True)
   doc_stride: int = _field(128, "QA: tokens between the STARTS of consecutive context windows "
-                           "(BERT's doc_stride; transformers' stride is the overlap instead).")
-  max_query_length: int = _field(64, "QA: question tokens kept (the rest is cut).")
-  n_best_size: int = _field(20, "QA: start / end candidates per window, and n-best list size.")
-  max_answer_length: int = _field(30, "QA: longest answer, in tokens.")
+                           "(BERT's doc_stride; transformers' stride is the overlap instead).",
+                           text=True, positive=True)
+  max_query_length: int = _field(64, "QA: question tokens kept (the rest is cut).", text=True,
+                                 positive=True)
+  n_best_size: int = _field(20, "QA: start / end candidates per window, and n-best list size.",
+                            text=True, positive=True)
+  max_answer_length: int = _field(30, "QA: longest answer, in tokens.", text=True,
+                                  positive=True)
   null_score_diff_threshold: float = _field(
       0.0, "QA v2.0: answer \"\" when null score - best span score exceeds this (tune it: "
-      "eval_results.json's eval_best_f1_thresh).")
+      "eval_results.json's eval_best_f1_thresh).", text=True)
   qa_metric: str = _field("auto", "QA scoring: squad (official EM/F1), cmrc (CMRC 2018, "
                           "Chinese), auto (cmrc when the contexts are mostly CJK).",
-                          enum=("auto", "squad", "cmrc"))
+                          enum=("auto", "squad", "cmrc"), text=True)
 
   def with_task_defaults(self) -> "FinetuneConfig":
     """This config with the unset (None) fields filled from the task's defaults."""
@@ -101,9 +112,7 @@ class FinetuneConfig:
                        "predict_file")
     if self.train_file is not None and self.eval_file is None:
       raise ValueError("training needs an eval_file: the best epoch is chosen on it")
-    for name in ("max_seq_length", "batch_size", "eval_batch_size", "num_epochs",
-                 "log_every_steps", "length_buckets", "doc_stride", "max_query_length", "n_best_size",
-                 "max_answer_length"):
+    for name in (f.name for f in dataclasses.fields(self) if f.metadata.get("positive")):
       if int(getattr(resolved, name)) <= 0:
         raise ValueError(f"{name}={getattr(resolved, name)}: must be positive")
     if not 0.0 <= self.warmup_fraction < 1.0:
@@ -122,14 +131,9 @@ class FinetuneConfig:
     return self.metric_for_best or tasks_lib.get(self.task).default_metric
 
   def text_options(self) -> dict:
-    """The reading options the text side takes (the text package's `finetune_text`)."""
-    return dict(text_column=self.text_column, text_pair_column=self.text_pair_column,
-                label_column=self.label_column, tokens_key=self.tokens_key,
-                tags_key=self.tags_key, version_2_with_negative=self.version_2_with_negative,
-                doc_stride=self.doc_stride, max_query_length=self.max_query_length,
-                n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
-                null_score_diff_threshold=self.null_score_diff_threshold,
-                qa_metric=self.qa_metric)
+    """The text side's reading options: every field tagged `text=True`."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.metadata.get("text")}
 
 
 class TextSide(Protocol):

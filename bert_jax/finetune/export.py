@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Callable, Sequence
 
 import jax
@@ -56,27 +55,20 @@ def save_model(directory: str, cfg: FinetuneConfig, bert_config: model_lib.BertC
   host = _to_host(params)  # every process joins the gather; process 0 writes
   if jax.process_index() != 0:
     return
-  tmp = directory + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  interop.save_hf(bert_config, host, tmp)
-  config_path = os.path.join(tmp, interop.CONFIG_NAME)
-  with open(config_path) as f:
-    hf = json.load(f)
-  names = task.label_names(label_list)
-  hf.update(architectures=[task.hf_architecture],
-            id2label={str(i): n for i, n in enumerate(names)},
-            label2id={n: i for i, n in enumerate(names)})
-  if task.problem_type is not None:
-    hf["problem_type"] = task.problem_type
-  fileio.write_text_atomic(config_path, json.dumps(hf, indent=2, sort_keys=True))
-  write_tokenizer(tmp)
-  meta = dict(task=cfg.task, labels=list(label_list), max_seq_length=cfg.max_seq_length,
-              **(text_meta or {}), lora_rank=cfg.lora_rank,
-              lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0)
-  fileio.write_text_atomic(os.path.join(tmp, FINETUNE_META), json.dumps(meta, indent=1))
-  old = directory + ".old"
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(directory):
-    os.replace(directory, old)
-  os.replace(tmp, directory)
-  shutil.rmtree(old, ignore_errors=True)
+  with fileio.atomic_directory(directory) as tmp:
+    interop.save_hf(bert_config, host, tmp)
+    config_path = os.path.join(tmp, interop.CONFIG_NAME)
+    with open(config_path) as f:
+      hf = json.load(f)
+    names = task.label_names(label_list)
+    hf.update(architectures=[task.hf_architecture],
+              id2label={str(i): n for i, n in enumerate(names)},
+              label2id={n: i for i, n in enumerate(names)})
+    if task.problem_type is not None:
+      hf["problem_type"] = task.problem_type
+    fileio.write_json_atomic(config_path, hf, indent=2, sort_keys=True)
+    write_tokenizer(tmp)
+    meta = dict(task=cfg.task, labels=list(label_list), max_seq_length=cfg.max_seq_length,
+                **(text_meta or {}), lora_rank=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha, lora_merged=cfg.lora_rank > 0)
+    fileio.write_json_atomic(os.path.join(tmp, FINETUNE_META), meta, indent=1)

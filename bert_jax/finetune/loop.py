@@ -29,17 +29,22 @@ Outputs in `output_dir` (only process 0 writes):
 (`.jsonl` for classification / regression, CoNLL `.conll` for NER.)
 
 The loop names no task: the model side of a task (head, loss, row predictions,
-scoring, HF architecture, default metric) is a `bert_jax.finetune.tasks.Task`; the text side
-(reading files, encoding, aligning labels, decoding rows into examples, prediction
-files, the tokenizer and its export) is handed in by the caller (`run(cfg, text)`,
-`launch/finetune.py` passes the text package's `finetune_text`), so this module imports no text tooling.
+scoring, HF architecture, default metric) is a `bert_jax.finetune.tasks.Task`; the
+text side (reading files, encoding, aligning labels, decoding rows into examples,
+prediction files, the tokenizer and its export) is handed in by the caller
+(`run(cfg, text)`: `launch/finetune.py` passes the text package's task), so this
+module imports no text tooling.
+
+Pieces: `build(...)` -> `Setup` (the task model on the mesh, its state and compiled
+steps; the pretraining loop's `train.build` -> `train.Setup` are its twins), `Files`
+(the encoded train / eval / predict files and the labels), `_train` (the epochs) and
+`evaluate` / `predict_all` (length-bucketed inference).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -126,10 +131,12 @@ def predict_step(trainable, frozen, batch, *, model, task: tasks_lib.Task, lora_
 
 @dataclasses.dataclass
 class Setup:
-  """A model ready to train on a mesh: state, frozen parameters, compiled steps."""
+  """A task model ready to train on a mesh (what `build` returns; the pretraining
+  loop's `train.Setup` is its twin): state, frozen parameters, compiled steps."""
   model: nn.Module
   bert_config: model_lib.BertConfig
   mesh: jax.sharding.Mesh
+  task: tasks_lib.Task
   state: FinetuneState
   frozen: Any
   loaded: frozenset                   # parameter paths that came from the checkpoint
@@ -137,6 +144,7 @@ class Setup:
   train: Callable                     # (state, frozen, batch) -> (state, metrics)
   predict: Callable                   # (trainable, frozen, batch) -> outputs
   schedule: optax.Schedule
+  num_train_steps: int
   trainable_count: int
   total_count: int
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -189,21 +197,12 @@ def _place(value: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: dict,
-          num_labels: int, mesh: jax.sharding.Mesh, num_train_steps: int,
-          head: dict | None = None) -> Setup:
-  """Task model on `mesh` from the checkpoint's (NumPy) `pretrained` params.
-
-  `head` ({"classifier": {...}} NumPy) replaces the fresh task head. Leaves the
-  checkpoint does not provide are initialised (seed `cfg.seed`) and trained
-  even under LoRA.
-  """
+def _load_params(cfg: FinetuneConfig, model: nn.Module, bert_config: model_lib.BertConfig,
+                 mesh: jax.sharding.Mesh, source: dict, init_key: jax.Array):
+  """(params on `mesh`, their shardings, the boxed abstract tree, the paths loaded):
+  the model initialised fresh, then every leaf `source` (NumPy) provides put in place."""
   rules = partitioning.DEFAULT_RULES
-  task = tasks_lib.get(cfg.task)
-  model = task.model(bert_config, num_labels)
   inputs = model_lib.dummy_inputs(bert_config, 1, cfg.max_seq_length, None)
-  key = jax.random.PRNGKey(cfg.seed)
-  init_key, lora_key, dropout_key = jax.random.split(key, 3)
 
   def init_fn(rng):
     return model.init(rng, **inputs, deterministic=True)["params"]
@@ -211,7 +210,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   with partitioning.axis_rules(mesh, rules):
     boxed = jax.eval_shape(init_fn, init_key)
   params, shardings = partitioning.create_sharded(init_fn, mesh, rules, init_key)
-  source = tree_lib.flatten({**pretrained, **(head or {})})
+  source = tree_lib.flatten(source)
   flat_params, flat_shardings = tree_lib.flatten(params), tree_lib.flatten(shardings)
   loaded = set()
   for path, value in flat_params.items():
@@ -223,13 +222,19 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       loaded.add(path)
   fresh = sorted("/".join(p) for p in flat_params if p not in loaded)
   logging.info("initialised fresh (not in the checkpoint): %s", ", ".join(fresh) or "nothing")
-  params = tree_lib.unflatten(flat_params)
+  return tree_lib.unflatten(flat_params), shardings, boxed, frozenset(loaded)
 
+
+def _split_trained(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, params, shardings, boxed,
+                   loaded: frozenset, lora_key: jax.Array):
+  """(trainable values, their boxed twin, frozen values, frozen shardings): everything
+  trained, or under LoRA the adapters (new, `lora_key`) plus what was not loaded."""
+  rules = partitioning.DEFAULT_RULES
   use_lora = cfg.lora_rank > 0
   is_trained = (lambda path: path not in loaded) if use_lora else (lambda path: True)
   trained_model, frozen = lora.split(params, is_trained)
   boxed_model, _ = lora.split(boxed, is_trained)
-  trained_shardings, frozen_shardings = lora.split(shardings, is_trained)
+  _, frozen_shardings = lora.split(shardings, is_trained)
   trainable, boxed_trainable = {"model": trained_model}, {"model": boxed_model}
   if use_lora:
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
@@ -238,15 +243,16 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
     with partitioning.axis_rules(mesh, rules):
       boxed_trainable["lora"] = jax.eval_shape(adapter_init, lora_key)
     trainable["lora"], _ = partitioning.create_sharded(adapter_init, mesh, rules, lora_key)
+  return trainable, boxed_trainable, frozen, frozen_shardings
 
-  warmup = int(cfg.warmup_fraction * num_train_steps)
-  schedule = optim.make_schedule(learning_rate=cfg.learning_rate, warmup_steps=warmup,
-                                 total_steps=num_train_steps)
-  tx = optim.make_optimizer(schedule, weight_decay=cfg.weight_decay,
-                            grad_clip_norm=cfg.grad_clip_norm)
 
-  # Box the trained values with their logical axes so that the optimizer moments
-  # inherit them, then build the state straight into its shardings.
+def _init_state(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, trainable,
+                boxed_trainable, dropout_key: jax.Array) -> tuple[FinetuneState, Any]:
+  """(state, its shardings). The trained values are boxed with their logical axes so
+  that the optimizer moments inherit them, then the state is built straight into its
+  shardings."""
+  rules = partitioning.DEFAULT_RULES
+
   def make_state(boxed_values, rng):
     return FinetuneState(step=jnp.zeros((), jnp.int32), params=boxed_values,
                          opt_state=tx.init(boxed_values), rng=rng)
@@ -259,8 +265,33 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
         jax.eval_shape(make_state, boxed_values, dropout_key), mesh, rules)
     state = jax.jit(lambda b, r: nn.unbox(make_state(b, r)),
                     out_shardings=state_shardings)(boxed_values, dropout_key)
+  return state, state_shardings
 
-  lora_scale = cfg.lora_alpha / cfg.lora_rank if use_lora else 0.0
+
+def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: dict,
+          num_labels: int, mesh: jax.sharding.Mesh, num_train_steps: int,
+          head: dict | None = None) -> Setup:
+  """Task model on `mesh` from the checkpoint's (NumPy) `pretrained` params.
+
+  `head` ({"classifier": {...}} NumPy) replaces the fresh task head. Leaves the
+  checkpoint does not provide are initialised (seed `cfg.seed`) and trained
+  even under LoRA.
+  """
+  task = tasks_lib.get(cfg.task)
+  model = task.model(bert_config, num_labels)
+  init_key, lora_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
+  params, shardings, boxed, loaded = _load_params(
+      cfg, model, bert_config, mesh, {**pretrained, **(head or {})}, init_key)
+  trainable, boxed_trainable, frozen, frozen_shardings = _split_trained(
+      cfg, mesh, params, shardings, boxed, loaded, lora_key)
+  schedule = optim.make_schedule(learning_rate=cfg.learning_rate,
+                                 warmup_steps=int(cfg.warmup_fraction * num_train_steps),
+                                 total_steps=num_train_steps)
+  tx = optim.make_optimizer(schedule, weight_decay=cfg.weight_decay,
+                            grad_clip_norm=cfg.grad_clip_norm)
+  state, state_shardings = _init_state(tx, mesh, trainable, boxed_trainable, dropout_key)
+
+  lora_scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank > 0 else 0.0
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train = jax.jit(
@@ -272,13 +303,15 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
       functools.partial(predict_step, model=model, task=task, lora_scale=lora_scale),
       in_shardings=(state_shardings.params, frozen_shardings, batch_sharding),
       out_shardings=replicated)
-
-  return Setup(model=model, bert_config=bert_config, mesh=mesh, state=state, frozen=frozen,
-               loaded=frozenset(loaded), lora_scale=lora_scale,
+  rules = partitioning.DEFAULT_RULES
+  return Setup(model=model, bert_config=bert_config, mesh=mesh, task=task, state=state,
+               frozen=frozen, loaded=loaded, lora_scale=lora_scale,
                train=partitioning.in_mesh(train, mesh, rules),
                predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
+               num_train_steps=num_train_steps,
                trainable_count=tree_lib.count_params(state.params),
-               total_count=tree_lib.count_params(params) + (tree_lib.count_params(trainable["lora"]) if use_lora else 0))
+               total_count=tree_lib.count_params(params) + tree_lib.count_params(
+                   trainable.get("lora", {})))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -371,13 +404,13 @@ def predict_all(setup: Setup, trainable, data: EncodedData, batch_size: int, *,
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(setup: Setup, trainable, data: EncodedData, text: TextSide, task: tasks_lib.Task,
-             label_list, batch_size: int, length_buckets: int = 1):
+def evaluate(setup: Setup, trainable, data: EncodedData, text: TextSide, label_list,
+             batch_size: int, length_buckets: int = 1):
   """(per-example predictions, metrics, report table) of the model on labelled `data`."""
-  outputs = predict_all(setup, trainable, data, batch_size, per_token=task.per_token_outputs,
-                        length_buckets=length_buckets)
+  outputs = predict_all(setup, trainable, data, batch_size,
+                        per_token=setup.task.per_token_outputs, length_buckets=length_buckets)
   predictions = text.decode(data, outputs, label_list)
-  metrics, table = task.score(text.references(data), predictions, label_list)
+  metrics, table = setup.task.score(text.references(data), predictions, label_list)
   return predictions, metrics, table
 
 
@@ -396,19 +429,18 @@ class Best:
   table: str
 
 
-def run(cfg: FinetuneConfig, text: TextSide) -> dict:
-  """Fine-tunes (or, without train_file, evaluates / predicts); returns the results
-  written to eval_results.json (`history` holds every epoch's eval metrics). `text`
-  is the task's text side (`finetune_text.make_text_task` of the text package)."""
-  cfg.validate()
-  cfg = cfg.with_task_defaults()
-  task = tasks_lib.get(cfg.task)
-  mesh = partitioning.make_mesh(cfg.mesh_shape)
-  dp = partitioning.data_parallel_size(mesh)
-  for name in ("batch_size", "eval_batch_size"):
-    if getattr(cfg, name) % dp:
-      raise ValueError(f"{name}={getattr(cfg, name)} is not divisible by the {dp} data-parallel "
-                       f"devices (data x fsdp of mesh {dict(mesh.shape)})")
+@dataclasses.dataclass
+class Files:
+  """The run's encoded files (None where not given) and its label names."""
+  label_list: list[str]
+  train: EncodedData | None
+  evaluation: EncodedData | None
+  to_predict: EncodedData | None
+
+
+def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
+  """(BertConfig, NumPy params, tokenizer) of `cfg.init_from`, checked against each
+  other and against `cfg.max_seq_length`."""
   bert_config, pretrained, report = interop.load_hf_with_report(cfg.init_from, dtype=cfg.dtype)
   logging.info("%s", report)
   try:
@@ -422,66 +454,102 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
   if cfg.max_seq_length > bert_config.max_position_embeddings:
     raise ValueError(f"max_seq_length={cfg.max_seq_length} exceeds the checkpoint's "
                      f"max_position_embeddings={bert_config.max_position_embeddings}")
+  return bert_config, pretrained, tokenizer
 
+
+def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_labels) -> Files:
+  """Reads and encodes the train, eval and predict files that `cfg` names."""
   def encode(path, items):
     return text.encode(path, items, tokenizer, label_list, cfg.max_seq_length)
 
   train_items = text.read(cfg.train_file, True) if cfg.train_file else None
-  checkpoint_labels = finetune_export.checkpoint_labels(cfg.init_from)
   label_list = _label_list(cfg, text, train_items, checkpoint_labels)
-  train = encode(cfg.train_file, train_items) if train_items else None
-  evaluation = encode(cfg.eval_file, text.read(cfg.eval_file, True)) if cfg.eval_file else None
-  to_predict = (encode(cfg.predict_file, text.read(cfg.predict_file, False))
-                if cfg.predict_file else None)
+  return Files(
+      label_list=label_list,
+      train=encode(cfg.train_file, train_items) if train_items else None,
+      evaluation=(encode(cfg.eval_file, text.read(cfg.eval_file, True)) if cfg.eval_file
+                  else None),
+      to_predict=(encode(cfg.predict_file, text.read(cfg.predict_file, False))
+                  if cfg.predict_file else None))
 
+
+def _setup_for(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, bert_config, pretrained: dict,
+               checkpoint_labels, files: Files) -> Setup:
+  """`build` for the run: the checkpoint's task head when it has one for these labels,
+  and as many steps as the train file's epochs take."""
+  task = tasks_lib.get(cfg.task)
   head = None
-  if task.head_matches(checkpoint_labels, label_list):
-    head = task.head_from_hf(interop.read_state_dict(cfg.init_from), len(label_list),
+  if task.head_matches(checkpoint_labels, files.label_list):
+    head = task.head_from_hf(interop.read_state_dict(cfg.init_from), len(files.label_list),
                              bert_config.hidden_size)
-  if train is None and head is None:
-    raise ValueError(f"{cfg.init_from}: no task head for {cfg.task} with labels {label_list}; "
-                     "evaluating or predicting without a train_file needs a fine-tuned "
-                     "checkpoint (e.g. OUT/best_model of an earlier run)")
-  pretrained = {k: v for k, v in pretrained.items() if k == "bert"}
-  steps_per_epoch = (epoch_steps(train.arrays, cfg.batch_size, cfg.length_buckets) if train
-                     else 1)
-  total_steps = steps_per_epoch * cfg.num_epochs if train else 1
-  setup = build(cfg, bert_config, pretrained, max(len(label_list), 1), mesh, total_steps, head)
+  if files.train is None and head is None:
+    raise ValueError(f"{cfg.init_from}: no task head for {cfg.task} with labels "
+                     f"{files.label_list}; evaluating or predicting without a train_file "
+                     "needs a fine-tuned checkpoint (e.g. OUT/best_model of an earlier run)")
+  total_steps = (epoch_steps(files.train.arrays, cfg.batch_size, cfg.length_buckets)
+                 * cfg.num_epochs if files.train else 1)
+  setup = build(cfg, bert_config, {k: v for k, v in pretrained.items() if k == "bert"},
+                max(len(files.label_list), 1), mesh, total_steps, head)
   logging.info("trainable parameters: %s of %s (%.2f%%)", f"{setup.trainable_count:,}",
                f"{setup.total_count:,}", 100.0 * setup.trainable_count / setup.total_count)
+  return setup
+
+
+def run(cfg: FinetuneConfig, text: TextSide) -> dict:
+  """Fine-tunes (or, without train_file, evaluates / predicts); returns the results
+  written to eval_results.json (`history` holds every epoch's eval metrics). `text`
+  is the task's text side (`make_text_task` of the text package)."""
+  cfg.validate()
+  cfg = cfg.with_task_defaults()
+  mesh = partitioning.make_mesh(cfg.mesh_shape)
+  for name in ("batch_size", "eval_batch_size"):
+    partitioning.check_batch_fits_mesh(f"{name}={getattr(cfg, name)}", getattr(cfg, name), mesh)
+  bert_config, pretrained, tokenizer = _load_checkpoint(cfg, text)
+  checkpoint_labels = finetune_export.checkpoint_labels(cfg.init_from)
+  files = _read_files(cfg, text, tokenizer, checkpoint_labels)
+  setup = _setup_for(cfg, mesh, bert_config, pretrained, checkpoint_labels, files)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
   # A finished run's results must not survive into a new run that then fails.
-  if jax.process_index() == 0:
-    for stale in ("eval_results.json",):
-      if os.path.exists(os.path.join(cfg.output_dir, stale)):
-        os.remove(os.path.join(cfg.output_dir, stale))
+  results_path = os.path.join(cfg.output_dir, "eval_results.json")
+  if jax.process_index() == 0 and os.path.exists(results_path):
+    os.remove(results_path)
   best_dir = os.path.join(cfg.output_dir, BEST_MODEL_DIR)
-  history: list[dict] = []
-  train_loss = None
 
-  def save(directory, params):
-    save_model(directory, cfg, setup.bert_config, setup.merged_params(params), label_list,
+  def save(params):
+    save_model(best_dir, cfg, setup.bert_config, setup.merged_params(params), files.label_list,
                lambda d: text.export_tokenizer(tokenizer, d, bert_config.max_position_embeddings),
                text.meta())
 
-  if train is not None:
-    history, best, train_loss = _train(cfg, setup, task, text, train, evaluation, label_list,
-                                       save, best_dir, total_steps)
-  elif evaluation is not None:
+  history, train_loss = [], None
+  if files.train is not None:
+    history, best, train_loss = _train(cfg, setup, text, files, save)
+  elif files.evaluation is not None:
     best = Best(None, 0, setup.state.params, *evaluate(
-        setup, setup.state.params, evaluation, text, task, label_list, cfg.eval_batch_size,
-        cfg.length_buckets))
+        setup, setup.state.params, files.evaluation, text, files.label_list,
+        cfg.eval_batch_size, cfg.length_buckets))
   else:
     best = Best(None, 0, setup.state.params, None, {}, "")
+  results = _results(cfg, setup, files, best, history, train_loss)
+  if files.train is not None:
+    results["best_model_dir"] = best_dir
+  results.update(_write_outputs(cfg, setup, text, files, best))
+  if jax.process_index() == 0:
+    fileio.write_json_atomic(results_path, {**results, "history": history}, indent=1)
+  return {**results, "history": history}
 
+
+def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, history: list[dict],
+             train_loss: float | None) -> dict:
+  """What eval_results.json reports besides the history and the files written."""
+  train = files.train
   results = dict(task=cfg.task, best_epoch=best.epoch, metric_for_best=cfg.best_metric,
                  **{f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
-                 num_eval_examples=len(evaluation) if evaluation else 0,
+                 num_eval_examples=len(files.evaluation) if files.evaluation else 0,
                  trainable_parameters=setup.trainable_count,
                  total_parameters=setup.total_count, lora_rank=cfg.lora_rank,
-                 train_steps=total_steps if train else 0)
+                 train_steps=setup.num_train_steps if train else 0)
   if train_loss is not None:
     results["train_loss"] = train_loss
     # Training rows (QA: windows) per second of training, compilation included, as
@@ -489,69 +557,91 @@ def run(cfg: FinetuneConfig, text: TextSide) -> dict:
     results["train_runtime"] = sum(h["train_seconds"] for h in history)
     results["train_samples_per_second"] = (len(train.arrays["input_ids"]) * cfg.num_epochs
                                            / results["train_runtime"])
-  if train is not None:
-    results["best_model_dir"] = best_dir
-  if to_predict is not None:
-    predictions = text.decode(to_predict, predict_all(
-        setup, best.params, to_predict, cfg.eval_batch_size,
-        per_token=task.per_token_outputs, length_buckets=cfg.length_buckets), label_list)
+  return results
+
+
+def _write_outputs(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
+                   best: Best) -> dict:
+  """The prediction files and the report table (process 0 writes); returns their names
+  for eval_results.json."""
+  written = {}
+  if files.to_predict is not None:
+    predictions = text.decode(files.to_predict, predict_all(
+        setup, best.params, files.to_predict, cfg.eval_batch_size,
+        per_token=setup.task.per_token_outputs, length_buckets=cfg.length_buckets),
+        files.label_list)
     if jax.process_index() == 0:
-      results["predictions_file"] = text.write_predictions(
-          os.path.join(cfg.output_dir, "predictions"), to_predict, predictions, label_list)
-  if jax.process_index() == 0:
-    if evaluation is not None:
-      results["eval_predictions_file"] = text.write_predictions(
-          os.path.join(cfg.output_dir, "eval_predictions"), evaluation, best.predictions,
-          label_list)
-      fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_report.txt"),
-                               best.table + "\n")
-    fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_results.json"),
-                             json.dumps({**results, "history": history}, indent=1))
-  return {**results, "history": history}
+      written["predictions_file"] = text.write_predictions(
+          os.path.join(cfg.output_dir, "predictions"), files.to_predict, predictions,
+          files.label_list)
+  if jax.process_index() == 0 and files.evaluation is not None:
+    written["eval_predictions_file"] = text.write_predictions(
+        os.path.join(cfg.output_dir, "eval_predictions"), files.evaluation, best.predictions,
+        files.label_list)
+    fileio.write_text_atomic(os.path.join(cfg.output_dir, "eval_report.txt"),
+                             best.table + "\n")
+  return written
 
 
-def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, best_dir,
-           total_steps) -> tuple[list[dict], Best, float]:
-  """The epochs: steps, then an evaluation; the best epoch's model saved to `best_dir`."""
+def _precompile(cfg: FinetuneConfig, setup: Setup, files: Files) -> None:
+  """Every shape of the run at once: the train widths and the eval widths."""
+  state, train = setup.state, files.train
+  jobs = [("train", (state, setup.frozen, b)) for b in _one_batch_per_width(
+      setup, train.arrays, _eval_plan(train.arrays, cfg.batch_size, cfg.length_buckets),
+      cfg.batch_size)]
+  if files.evaluation is not None:
+    inputs = {k: files.evaluation.arrays[k] for k in batch_lib.INPUT_KEYS}
+    jobs += [("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
+        setup, inputs, _eval_plan(inputs, cfg.eval_batch_size, cfg.length_buckets),
+        cfg.eval_batch_size)]
+  setup.precompile(jobs)
+
+
+def _train_epoch(cfg: FinetuneConfig, setup: Setup, state: FinetuneState, files: Files,
+                 epoch: int, clock: tuple[int, float]) -> tuple[FinetuneState, list, int]:
+  """One epoch's steps; `clock` is (steps so far, the run's start time). Returns (state,
+  the steps' losses (device arrays), steps so far)."""
+  step, start = clock
+  total_steps = setup.num_train_steps
+  losses = []
+  for batch in train_batches(files.train.arrays, cfg.batch_size, cfg.seed, epoch,
+                             cfg.length_buckets):
+    state, metrics = setup.step("train", state, setup.frozen, _to_device(setup, batch))
+    losses.append(metrics["loss"])
+    step += 1
+    if step % cfg.log_every_steps == 0 or step == total_steps:
+      loss = float(metrics["loss"])
+      if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss} at step {step}; stopping the run")
+      if jax.process_index() == 0:
+        print(f"step {step}/{total_steps} epoch {epoch} | loss {loss:.4f} | lr "
+              f"{float(metrics['learning_rate']):.3g} | {time.perf_counter() - start:.0f}s",
+              flush=True)
+  return state, losses, step
+
+
+def _train(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Files,
+           save: Callable[[Any], None]) -> tuple[list[dict], Best, float]:
+  """The epochs: steps, then an evaluation; the best epoch's model passed to `save`."""
   state = setup.state
   history, best = [], None
   step, start = 0, time.perf_counter()
   last_epoch_loss = None
-  rows = len(train.arrays["input_ids"])  # every training row once per epoch
+  rows = len(files.train.arrays["input_ids"])  # every training row once per epoch
   for epoch in range(1, cfg.num_epochs + 1):
-    losses = []
     epoch_start = time.perf_counter()
-    if epoch == 1:  # every shape of the run at once: the train widths and the eval widths
-      jobs = [("train", (state, setup.frozen, b)) for b in _one_batch_per_width(
-          setup, train.arrays, _eval_plan(train.arrays, cfg.batch_size, cfg.length_buckets),
-          cfg.batch_size)]
-      if evaluation is not None:
-        inputs = {k: evaluation.arrays[k] for k in batch_lib.INPUT_KEYS}
-        jobs += [("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
-            setup, inputs, _eval_plan(inputs, cfg.eval_batch_size, cfg.length_buckets),
-            cfg.eval_batch_size)]
-      setup.precompile(jobs)
-    for batch in train_batches(train.arrays, cfg.batch_size, cfg.seed, epoch,
-                               cfg.length_buckets):
-      state, metrics = setup.step("train", state, setup.frozen, _to_device(setup, batch))
-      losses.append(metrics["loss"])
-      step += 1
-      if step % cfg.log_every_steps == 0 or step == total_steps:
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-          raise FloatingPointError(f"non-finite loss {loss} at step {step}; stopping the run")
-        if jax.process_index() == 0:
-          print(f"step {step}/{total_steps} epoch {epoch} | loss {loss:.4f} | lr "
-                f"{float(metrics['learning_rate']):.3g} | {time.perf_counter() - start:.0f}s",
-                flush=True)
+    if epoch == 1:  # in the first epoch's time, as its compilations were before
+      _precompile(cfg, setup, files)
+    state, losses, step = _train_epoch(cfg, setup, state, files, epoch, (step, start))
     last_epoch_loss = float(np.mean(jax.device_get(losses)))  # waits for the epoch's steps
     # The epoch's training time (its compilations included, its evaluation not): what
     # transformers' Trainer reports as train_runtime when it does not evaluate.
     train_seconds = time.perf_counter() - epoch_start
     if not math.isfinite(last_epoch_loss):
       raise FloatingPointError(f"non-finite training loss in epoch {epoch}")
-    predictions, metrics, table = evaluate(setup, state.params, evaluation, text, task,
-                                           label_list, cfg.eval_batch_size, cfg.length_buckets)
+    predictions, metrics, table = evaluate(setup, state.params, files.evaluation, text,
+                                           files.label_list, cfg.eval_batch_size,
+                                           cfg.length_buckets)
     history.append(dict(epoch=epoch, step=step, train_loss=last_epoch_loss,
                         train_seconds=train_seconds,
                         train_samples_per_second=rows / train_seconds, **metrics))
@@ -565,5 +655,5 @@ def _train(cfg, setup: Setup, task, text, train, evaluation, label_list, save, b
       # A copy: the state's buffers are donated to the next step.
       kept = jax.tree.map(jnp.copy, state.params)
       best = Best(value, epoch, kept, predictions, metrics, table)
-      save(best_dir, kept)
+      save(kept)
   return history, best, last_epoch_loss

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import partitioning as P
+from bert_jax import partitioning
 from bert_jax import tree as tree_lib
 
 DEFAULT_TARGETS = ("query", "value")
@@ -84,15 +84,17 @@ def init_adapters(rng: jax.Array, params: Mapping[str, Any], rank: int,
     if len(shape) < 3:
       raise ValueError(f"{'/'.join(path)}: expected an [H, N, D] kernel, got shape {shape}")
     lead, hidden, out = shape[:-3], shape[-3], shape[-2:]
-    lead_axes = (P.LAYERS,) * len(lead)
+    lead_axes = (partitioning.LAYERS,) * len(lead)
     # PEFT's init of A: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(H), 1/sqrt(H)).
     bound = 1.0 / math.sqrt(hidden)
     a = jax.random.uniform(jax.random.fold_in(rng, i), lead + (hidden, rank), dtype,
                            -bound, bound)
     b = jnp.zeros(lead + (rank,) + out, dtype)
     node = {
-        "lora_a": nn.LogicallyPartitioned(a, lead_axes + (P.EMBED, P.LORA_RANK)),
-        "lora_b": nn.LogicallyPartitioned(b, lead_axes + (P.LORA_RANK, P.HEADS, P.KV)),
+        "lora_a": nn.LogicallyPartitioned(
+            a, lead_axes + (partitioning.EMBED, partitioning.LORA_RANK)),
+        "lora_b": nn.LogicallyPartitioned(
+            b, lead_axes + (partitioning.LORA_RANK, partitioning.HEADS, partitioning.KV)),
     }
     _set(adapters, path[:-1], node)
   return adapters

@@ -252,7 +252,7 @@ def test_failure_point(phase: str, step: int | None = None) -> None:
   raise InjectedFailure(f"test failure injected at {where}")
 
 
-def test_step_hook(step: int, state, train_iter) -> None:
+def test_step_hook(step: int, state, host) -> None:
   """A train-loop step hook: the test hook's `step` phase, after the step's checkpoint."""
-  del state, train_iter
+  del state, host
   test_failure_point("step", step)

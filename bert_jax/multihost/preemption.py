@@ -1,5 +1,5 @@
 """Preemption: a SIGTERM (or the distributed runtime's preemption notice) becomes a
-checkpoint at the next step boundary (`checkpoint.make_step_hook`), then `Preempted`."""
+checkpoint at the next step boundary (`checkpointing.manager.make_step_hook`), then `Preempted`."""
 from __future__ import annotations
 
 import signal
@@ -49,10 +49,6 @@ class PreemptionWatcher:
     self._flag.set()
     print("SIGTERM received: saving a checkpoint at the end of this step, then exiting",
           flush=True)
-
-  def request(self) -> None:
-    """As if SIGTERM had arrived (tests, schedulers with their own notice)."""
-    self._flag.set()
 
   def reached(self, step: int) -> bool:
     if self._sync:

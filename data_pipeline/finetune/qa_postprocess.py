@@ -76,12 +76,19 @@ def _softmax(scores: Sequence[float]) -> list[float]:
   return [e / total for e in exps]
 
 
+@dataclasses.dataclass(frozen=True)
+class PostprocessOptions:
+  """How answers are chosen (BERT's run_squad.py defaults)."""
+  n_best_size: int = 20                   # start / end candidates per window, n-best size
+  max_answer_length: int = 30             # longest answer, in tokens
+  version_2_with_negative: bool = False   # SQuAD v2.0: "" (no answer) is a candidate
+  null_score_diff_threshold: float = 0.0  # v2.0: "" when the null odds exceed this
+
+
 def postprocess(example_ids: Sequence[str], contexts: Sequence[str],
                 feature_example_index: np.ndarray, offsets: np.ndarray,
                 is_max_context: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
-                *, n_best_size: int = 20, max_answer_length: int = 30,
-                version_2_with_negative: bool = False,
-                null_score_diff_threshold: float = 0.0) -> QAPredictions:
+                options: PostprocessOptions = PostprocessOptions()) -> QAPredictions:
   """Answers for every example from the logits of its windows.
 
   example_ids, contexts: per example (E of them).
@@ -93,13 +100,48 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str],
     this window.
   start_logits, end_logits: [F, L] float (any float dtype).
   """
-  if n_best_size <= 0 or max_answer_length <= 0:
-    raise ValueError(f"n_best_size={n_best_size} and max_answer_length={max_answer_length} "
+  o = options
+  if o.n_best_size <= 0 or o.max_answer_length <= 0:
+    raise ValueError(f"n_best_size={o.n_best_size} and max_answer_length={o.max_answer_length} "
                      "must be positive")
   feature_example_index = np.asarray(feature_example_index)
   offsets, is_max_context = np.asarray(offsets), np.asarray(is_max_context, bool)
   start_logits = np.asarray(start_logits, np.float64)
   end_logits = np.asarray(end_logits, np.float64)
+  _check_shapes(feature_example_index, offsets, is_max_context, start_logits, end_logits)
+  if len(example_ids) != len(contexts):
+    raise ValueError(f"{len(example_ids)} example ids but {len(contexts)} contexts")
+  windows: list[list[int]] = [[] for _ in example_ids]
+  for f, e in enumerate(feature_example_index):
+    windows[int(e)].append(f)
+
+  out = QAPredictions({}, {}, {}, {})
+  for e, (qid, context) in enumerate(zip(example_ids, contexts)):
+    if not windows[e]:
+      raise ValueError(f"example {qid!r} has no window (feature) to answer from")
+    candidates, null = _candidates(windows[e], start_logits, end_logits, offsets,
+                                   is_max_context, o)
+    entries = _nbest(candidates, null, context, offsets, o)
+    probs = _softmax([x["start_logit"] + x["end_logit"] for x in entries])
+    out.nbest[qid] = [dict(text=x["text"], probability=p, start_logit=x["start_logit"],
+                           end_logit=x["end_logit"]) for x, p in zip(entries, probs)]
+    if not o.version_2_with_negative:
+      out.predictions[qid] = entries[0]["text"]
+      continue
+    best = next((x for x in entries if not x["null"] and x["text"]), None)
+    if best is None:
+      # No non-empty span survived: "no answer" at any sane threshold (finite, so
+      # that null_odds.json stays strict JSON).
+      out.best_non_null[qid], out.null_odds[qid] = "", NO_SPAN_NULL_ODDS
+    else:
+      out.best_non_null[qid] = best["text"]
+      out.null_odds[qid] = float(null[0] - best["start_logit"] - best["end_logit"])
+    out.predictions[qid] = ("" if out.null_odds[qid] > o.null_score_diff_threshold
+                            else out.best_non_null[qid])
+  return out
+
+
+def _check_shapes(feature_example_index, offsets, is_max_context, start_logits, end_logits):
   num_features, length = start_logits.shape
   if (end_logits.shape != (num_features, length) or offsets.shape != (num_features, length, 2)
       or is_max_context.shape != (num_features, length)
@@ -108,63 +150,50 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str],
         f"shapes disagree: start_logits {start_logits.shape}, end_logits {end_logits.shape}, "
         f"offsets {offsets.shape}, is_max_context {is_max_context.shape}, "
         f"feature_example_index {feature_example_index.shape}")
-  if len(example_ids) != len(contexts):
-    raise ValueError(f"{len(example_ids)} example ids but {len(contexts)} contexts")
-  windows: list[list[int]] = [[] for _ in example_ids]
-  for f, e in enumerate(feature_example_index):
-    windows[int(e)].append(f)
 
-  predictions, nbest_all, null_odds, best_non_null = {}, {}, {}, {}
-  for e, (qid, context) in enumerate(zip(example_ids, contexts)):
-    if not windows[e]:
-      raise ValueError(f"example {qid!r} has no window (feature) to answer from")
-    candidates = []  # (score, start_logit, end_logit, feature, start, end)
-    null = None      # (score, start_logit, end_logit) of the lowest [CLS] score
-    for f in windows[e]:
-      s, t = start_logits[f], end_logits[f]
-      if null is None or s[0] + t[0] < null[0]:
-        null = (s[0] + t[0], s[0], t[0])
-      starts, ends = _top(s, n_best_size), _top(t, n_best_size)
-      in_context = offsets[f, :, 0] >= 0
-      ok = (in_context[starts][:, None] & in_context[ends][None, :]
-            & is_max_context[f, starts][:, None]
-            & (ends[None, :] >= starts[:, None])
-            & (ends[None, :] - starts[:, None] + 1 <= max_answer_length))
-      for i, j in zip(*np.nonzero(ok)):  # row-major: start rank, then end rank
-        a, b = int(starts[i]), int(ends[j])
-        candidates.append((s[a] + t[b], s[a], t[b], f, a, b))
-    if version_2_with_negative:
-      candidates.append((null[0], null[1], null[2], -1, 0, 0))
-    candidates.sort(key=lambda c: -c[0])  # stable: equal scores keep window order
 
-    entries, seen = [], set()
-    for score, s_logit, e_logit, f, a, b in candidates:
-      if len(entries) >= n_best_size:
-        break
-      text = "" if f < 0 else context[int(offsets[f, a, 0]):int(offsets[f, b, 1])]
-      if text in seen:
-        continue
-      seen.add(text)
-      entries.append(dict(text=text, start_logit=float(s_logit), end_logit=float(e_logit),
-                          null=f < 0))
-    if version_2_with_negative and "" not in seen:
-      entries.append(dict(text="", start_logit=float(null[1]), end_logit=float(null[2]),
-                          null=True))
-    if not entries:  # no valid span at all (nothing in the top starts/ends was usable)
-      entries.append(dict(text="", start_logit=0.0, end_logit=0.0, null=True))
-    probs = _softmax([x["start_logit"] + x["end_logit"] for x in entries])
-    nbest_all[qid] = [dict(text=x["text"], probability=p, start_logit=x["start_logit"],
-                           end_logit=x["end_logit"]) for x, p in zip(entries, probs)]
-    best = next((x for x in entries if not x["null"] and x["text"]), None)
-    if not version_2_with_negative:
-      predictions[qid] = entries[0]["text"]
+def _candidates(windows: list[int], start_logits, end_logits, offsets, is_max_context,
+                o: PostprocessOptions):
+  """The admissible spans of one example's windows, best first, as (score, start_logit,
+  end_logit, window, start, end) (window -1: the null answer, v2.0), and the null score
+  (score, start_logit, end_logit) of the window with the lowest one."""
+  candidates = []
+  null = None
+  for f in windows:
+    s, t = start_logits[f], end_logits[f]
+    if null is None or s[0] + t[0] < null[0]:
+      null = (s[0] + t[0], s[0], t[0])
+    starts, ends = _top(s, o.n_best_size), _top(t, o.n_best_size)
+    in_context = offsets[f, :, 0] >= 0
+    ok = (in_context[starts][:, None] & in_context[ends][None, :]
+          & is_max_context[f, starts][:, None]
+          & (ends[None, :] >= starts[:, None])
+          & (ends[None, :] - starts[:, None] + 1 <= o.max_answer_length))
+    for i, j in zip(*np.nonzero(ok)):  # row-major: start rank, then end rank
+      a, b = int(starts[i]), int(ends[j])
+      candidates.append((s[a] + t[b], s[a], t[b], f, a, b))
+  if o.version_2_with_negative:
+    candidates.append((null[0], null[1], null[2], -1, 0, 0))
+  candidates.sort(key=lambda c: -c[0])  # stable: equal scores keep window order
+  return candidates, null
+
+
+def _nbest(candidates, null, context: str, offsets, o: PostprocessOptions) -> list[dict]:
+  """The first `n_best_size` distinct answer texts of the ranked candidates, cut from the
+  context by character offsets (v2.0: "" always among them)."""
+  entries, seen = [], set()
+  for _, s_logit, e_logit, f, a, b in candidates:
+    if len(entries) >= o.n_best_size:
+      break
+    text = "" if f < 0 else context[int(offsets[f, a, 0]):int(offsets[f, b, 1])]
+    if text in seen:
       continue
-    if best is None:
-      # No non-empty span survived: "no answer" at any sane threshold (finite, so
-      # that null_odds.json stays strict JSON).
-      best_non_null[qid], null_odds[qid] = "", NO_SPAN_NULL_ODDS
-    else:
-      best_non_null[qid] = best["text"]
-      null_odds[qid] = float(null[0] - best["start_logit"] - best["end_logit"])
-    predictions[qid] = "" if null_odds[qid] > null_score_diff_threshold else best_non_null[qid]
-  return QAPredictions(predictions, nbest_all, null_odds, best_non_null)
+    seen.add(text)
+    entries.append(dict(text=text, start_logit=float(s_logit), end_logit=float(e_logit),
+                        null=f < 0))
+  if o.version_2_with_negative and "" not in seen:
+    entries.append(dict(text="", start_logit=float(null[1]), end_logit=float(null[2]),
+                        null=True))
+  if not entries:  # no valid span at all (nothing in the top starts/ends was usable)
+    entries.append(dict(text="", start_logit=0.0, end_logit=0.0, null=True))
+  return entries

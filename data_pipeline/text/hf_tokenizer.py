@@ -19,18 +19,14 @@ never produces control symbols from text.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
-from data_pipeline.fileio import write_text_atomic
+from data_pipeline.fileio import write_json_atomic, write_text_atomic
+from data_pipeline.text.tokenizer import bert_wordpiece
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                   "cls_token": "[CLS]", "mask_token": "[MASK]"}
-
-
-def _write_json(path: str, obj) -> None:
-  write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _bert_template(tokenizer):
@@ -52,17 +48,15 @@ def export_tokenizer(tokenizer, output_dir: str, model_max_length: int = 512) ->
 
 
 def _export_wordpiece(tokenizer, output_dir: str, model_max_length: int) -> list[str]:
-  from tokenizers import BertWordPieceTokenizer
   vocab_path = os.path.join(output_dir, "vocab.txt")
   write_text_atomic(vocab_path, "".join(t + "\n" for t in tokenizer.tokens()))
-  # The same options as data_pipeline.text.tokenizer.WordPieceTokenizer.
-  fast = BertWordPieceTokenizer(vocab_path, lowercase=tokenizer.lowercase, clean_text=True,
-                                handle_chinese_chars=True, strip_accents=None)
+  # The same pipeline as data_pipeline.text.tokenizer.WordPieceTokenizer.
+  fast = bert_wordpiece(vocab_path, tokenizer.lowercase)
   fast.post_processor = _bert_template(tokenizer)
   json_path = os.path.join(output_dir, "tokenizer.json")
   write_text_atomic(json_path, fast.to_str())
   config_path = os.path.join(output_dir, "tokenizer_config.json")
-  _write_json(config_path, {
+  write_json_atomic(config_path, {
       "tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
       "tokenize_chinese_chars": True, "strip_accents": None, "clean_up_tokenization_spaces": False,
       "model_max_length": model_max_length, **SPECIAL_TOKENS})
@@ -136,7 +130,7 @@ def _export_sentencepiece(tokenizer, output_dir: str, model_max_length: int) -> 
   json_path = os.path.join(output_dir, "tokenizer.json")
   write_text_atomic(json_path, fast.to_str())
   config_path = os.path.join(output_dir, "tokenizer_config.json")
-  _write_json(config_path, {"tokenizer_class": "PreTrainedTokenizerFast",
+  write_json_atomic(config_path, {"tokenizer_class": "PreTrainedTokenizerFast",
                             # BERT reads token types; the generic class omits them otherwise.
                             "model_input_names": ["input_ids", "token_type_ids",
                                                   "attention_mask"],

@@ -95,9 +95,14 @@ def count_cjk_letters(text: str) -> int:
   return len(_CJK_LETTER_RE.findall(text))
 
 
+def _space_count(text: str) -> int:
+  # str.split() splits on exactly the characters str.isspace() accepts; in C, not per char.
+  return len(text) - sum(map(len, text.split()))
+
+
 def cjk_fraction(text: str) -> float:
   """Share of the non-space characters of `text` that are ideographs or kana."""
-  visible = len(text) - sum(c.isspace() for c in text)
+  visible = len(text) - _space_count(text)
   return count_cjk_letters(text) / visible if visible else 0.0
 
 

@@ -8,7 +8,7 @@ import sys
 from tests import helpers
 REPO = pathlib.Path(helpers.REPO)
 BLOCKED = ("data_pipeline", "sentencepiece", "tokenizers", "grain", "array_record",
-           "tensorflow_datasets")
+           "tensorflow_datasets", "nltk", "punkt")
 
 _SCRIPT = f"""
 import importlib, pkgutil, sys, tempfile

@@ -28,9 +28,8 @@ def setup():
   """One compile shared by the loop tests: synthetic data, all 8 devices (fsdp)."""
   config = pretrain_testlib.small_config(synthetic_data=True, num_train_steps=12, learning_rate=3e-3,
                                          log_every_steps=4, eval_every_steps=8)
-  mesh = train.make_mesh(config)
-  state, steps = pretrain_testlib.build(config, mesh)
-  return config, mesh, state, steps
+  setup = train.build(config)
+  return config, setup.mesh, setup.init_state(), setup
 
 
 # The train step donates its input state: each test gets its own buffers. One jitted
@@ -39,12 +38,11 @@ _copy = jax.jit(lambda state: jax.tree.map(jnp.copy, state))
 
 
 def _run_loop(setup, workdir, train_iter, state=None):
-  config, mesh, state0, steps = setup
+  config, _, state0, built = setup
   return train.train_loop(
-      config, str(workdir), state=_copy(state0) if state is None else state, steps=steps,
-      mesh=mesh, train_iter=train_iter,
-      make_eval_iter=synthetic.SyntheticSource.from_config(config).eval_batches,
-      flops_per_sequence=1e6, peak_flops=1e12)
+      built, str(workdir), state=_copy(state0) if state is None else state,
+      host=train.HostState(train_iter),
+      make_eval_iter=synthetic.SyntheticSource.from_config(config).eval_batches)
 
 
 def test_loss_falls_on_a_repeated_batch(setup, tmp_path):
@@ -70,7 +68,8 @@ def test_non_finite_loss_stops_the_run_naming_the_step(setup, tmp_path):
 
 
 def test_train_step_is_deterministic_given_step_and_differs_across_steps(setup):
-  config, mesh, state0, steps = setup
+  config, mesh, state0, built = setup
+  steps = built.steps
   batch = partitioning.host_to_device(next(synthetic.SyntheticSource.from_config(config).train_batches()), mesh)
   _, m_a = steps.train(_copy(state0), batch)
   _, m_b = steps.train(_copy(state0), batch)

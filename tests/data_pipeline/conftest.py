@@ -13,6 +13,6 @@ def synthetic_dataset(tmp_path_factory):
   vocab = write_vocab(os.path.join(root, "vocab.txt"))
   corpus = write_synthetic_corpus(os.path.join(root, "corpus.txt"))
   data_dir = os.path.join(root, "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2, docs_per_shard=16,
-                      progress=False)
+  prepare_lib.prepare(data_dir, vocab, inputs=corpus, options=prepare_lib.PrepareOptions(
+      eval_fraction=0.2, docs_per_shard=16, progress=False))
   return data_dir

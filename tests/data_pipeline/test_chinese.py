@@ -40,9 +40,9 @@ def chinese(tmp_path_factory):
   sentences = (s for d in corpus.iter_text_documents(path, "paragraphs") for s in d.sentences)
   vocab = tokenizers.train_wordpiece(sentences, str(root / "wordpiece"), vocab_size=1000)
   data_dir = str(root / "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=path, text_format="paragraphs",
-                      eval_fraction=0.1, docs_per_shard=16, progress=False,
-                      word_segmenter="jieba")
+  prepare_lib.prepare(data_dir, vocab, inputs=path, options=prepare_lib.PrepareOptions(
+      text_format="paragraphs", eval_fraction=0.1, docs_per_shard=16, progress=False,
+      word_segmenter="jieba"))
   return {"root": root, "corpus": path, "docs": docs, "vocab": vocab, "data_dir": data_dir}
 
 
@@ -233,7 +233,8 @@ def test_unk_rate_is_counted_and_warned_about(tmp_path, chinese):
   english_vocab = write_vocab(str(tmp_path / "vocab.txt"))
   with pytest.warns(UserWarning, match=r"% of the tokens are \[UNK\] .*train a tokenizer"):
     m = prepare_lib.prepare(str(tmp_path / "d"), english_vocab, inputs=chinese["corpus"],
-                            text_format="paragraphs", eval_fraction=0.0, progress=False)
+                            options=prepare_lib.PrepareOptions(text_format="paragraphs",
+                                        eval_fraction=0.0, progress=False))
   assert m["unk_rate"] > 0.9 and m["splits"]["train"]["unk_rate"] > 0.9
   with open(os.path.join(chinese["data_dir"], "manifest.json")) as f:
     fitted = json.load(f)
@@ -241,7 +242,8 @@ def test_unk_rate_is_counted_and_warned_about(tmp_path, chinese):
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # A vocabulary that fits says nothing.
     prepare_lib.prepare(str(tmp_path / "ok"), chinese["vocab"], inputs=chinese["corpus"],
-                        text_format="paragraphs", eval_fraction=0.0, progress=False)
+                        options=prepare_lib.PrepareOptions(text_format="paragraphs", eval_fraction=0.0,
+                                    progress=False))
 
 
 def test_gb18030_corpus_needs_and_accepts_its_encoding(tmp_path, chinese):
@@ -250,12 +252,13 @@ def test_gb18030_corpus_needs_and_accepts_its_encoding(tmp_path, chinese):
   utf = write_paragraph_corpus(str(tmp_path / "utf.txt"), docs)
   with pytest.raises(corpus.CorpusError, match=r"gb\.txt:1: not valid utf-8.*--encoding"):
     prepare_lib.prepare(str(tmp_path / "bad"), chinese["vocab"], inputs=gb,
-                        text_format="paragraphs", progress=False)
+                        options=prepare_lib.PrepareOptions(text_format="paragraphs", progress=False))
   a = prepare_lib.prepare(str(tmp_path / "gb"), chinese["vocab"], inputs=gb,
-                          text_format="paragraphs", eval_fraction=0.0, progress=False,
-                          encoding="gb18030")
+                          options=prepare_lib.PrepareOptions(text_format="paragraphs", eval_fraction=0.0,
+                                      progress=False, encoding="gb18030"))
   b = prepare_lib.prepare(str(tmp_path / "utf"), chinese["vocab"], inputs=utf,
-                          text_format="paragraphs", eval_fraction=0.0, progress=False)
+                          options=prepare_lib.PrepareOptions(text_format="paragraphs", eval_fraction=0.0,
+                                      progress=False))
   assert a["splits"]["train"]["tokens"] == b["splits"]["train"]["tokens"]
   assert a["splits"]["train"]["sentences"] == b["splits"]["train"]["sentences"]
 
@@ -264,7 +267,8 @@ def test_missing_segmenter_names_the_extra(tmp_path, chinese, monkeypatch):
   monkeypatch.setitem(sys.modules, "jieba", None)  # import jieba -> ImportError
   with pytest.raises(word_segmentation.SegmenterError, match=r"pip install 'bert-jax\[text\]'"):
     prepare_lib.prepare(str(tmp_path / "d"), chinese["vocab"], inputs=chinese["corpus"],
-                        text_format="paragraphs", progress=False, word_segmenter="jieba")
+                        options=prepare_lib.PrepareOptions(text_format="paragraphs", progress=False,
+                                    word_segmenter="jieba"))
   assert not (tmp_path / "d").exists()
 
 

@@ -3,9 +3,10 @@ bert_jax/batch.py: the pipeline satisfies it structurally, without importing it)
 import numpy as np
 
 from bert_jax import batch as batch_lib
+from bert_jax.finetune.config import FinetuneConfig
 from data_pipeline.finetune import readers as fd
 from data_pipeline import pretraining_source
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline.finetune import tasks as text_tasks
 from data_pipeline.text.tokenizer import load_tokenizer
 
 DATA = dict(data_dir="", masked_lm_prob=0.15, short_seq_prob=0.1, pair_mode="nsp",
@@ -14,10 +15,11 @@ DATA = dict(data_dir="", masked_lm_prob=0.15, short_seq_prob=0.1, pair_mode="nsp
 
 def test_prepared_source_is_a_pretraining_source_with_contract_batches(synthetic_dataset,
                                                                        tmp_path):
-  source = pretraining_source.from_config(
-      {**DATA, "data_dir": synthetic_dataset}, workdir=str(tmp_path), vocab_size=512,
-      max_seq_length=32, max_predictions_per_seq=5, global_batch_size=4, eval_batch_size=4,
-      seed=0)
+  shapes = pretraining_source.BatchShapes(vocab_size=512, max_seq_length=32,
+                                          max_predictions_per_seq=5, global_batch_size=4,
+                                          eval_batch_size=4, seed=0)
+  source = pretraining_source.from_config({**DATA, "data_dir": synthetic_dataset}, shapes,
+                                          workdir=str(tmp_path))
   assert isinstance(source, batch_lib.PretrainingSource)
   assert source.tokenizer and source.vocab_size == source.manifest["vocab_size"]
   assert source.checkpoint_meta["data_dir"].endswith("data")
@@ -39,7 +41,7 @@ def test_finetuning_arrays_carry_the_contract_keys(tmp_path):
   cls = fd.encode_text_examples([fd.TextExample("the cat", None, "a", 2)], tok, 8,
                                 task="classification", label_list=["a"])
   assert set(cls) == set(batch_lib.FINETUNING_KEYS)
-  ner = finetune_text.make_text_task("ner")
+  ner = text_tasks.make_text_task("ner", **FinetuneConfig(task="ner").text_options())
   conll = tmp_path / "t.conll"
   conll.write_text("猫 B-ANI\nthe O\n\n")
   items = ner.read(str(conll), True)

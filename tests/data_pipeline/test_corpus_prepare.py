@@ -44,8 +44,8 @@ def test_bad_inputs_are_named_or_counted(tmp_path):
 
 def _prepare(root, corpus_path, out, **kw):
   vocab = write_vocab(os.path.join(root, "vocab.txt"))
-  return prepare_lib.prepare(out, vocab, inputs=corpus_path, eval_fraction=0.2,
-                             docs_per_shard=8, progress=False, **kw)
+  return prepare_lib.prepare(out, vocab, inputs=corpus_path, options=prepare_lib.PrepareOptions(
+      eval_fraction=0.2, docs_per_shard=8, progress=False, **kw))
 
 
 def test_manifest_resume_and_workers(tmp_path):
@@ -96,10 +96,10 @@ def test_tfds_builder_and_reader_without_tensorflow(tmp_path):
 import importlib.util, json, sys
 assert importlib.util.find_spec("tensorflow") is None, "tensorflow is installed"
 from data_pipeline.tfds_builder import build_local_tfds
-from data_pipeline.prepare import prepare
+from data_pipeline.prepare import PrepareOptions, prepare
 spec, skips = build_local_tfds({corpus_path!r}, {str(tmp_path / "tfds")!r})
-m = prepare({str(tmp_path / "d")!r}, {vocab!r}, tfds_name=spec,
-            tfds_data_dir={str(tmp_path / "tfds")!r}, eval_fraction=0.0, progress=False)
+m = prepare({str(tmp_path / "d")!r}, {vocab!r}, tfds_name=spec, options=PrepareOptions(
+            tfds_data_dir={str(tmp_path / "tfds")!r}, eval_fraction=0.0, progress=False))
 assert "tensorflow" not in sys.modules and "jax" not in sys.modules
 print(json.dumps(m["splits"]["train"]["sentences"]))
 """
@@ -107,7 +107,8 @@ print(json.dumps(m["splits"]["train"]["sentences"]))
                           timeout=180)
   assert result.returncode == 0, result.stderr[-3000:]
   local = prepare_lib.prepare(str(tmp_path / "d_local"), vocab, inputs=corpus_path,
-                              eval_fraction=0.0, progress=False)
+                              options=prepare_lib.PrepareOptions(eval_fraction=0.0,
+                                                                 progress=False))
   assert json.loads(result.stdout.strip().splitlines()[-1]) == local["splits"]["train"]["sentences"]
   with pytest.raises(corpus.CorpusError, match="not available"):
     list(corpus.iter_tfds_documents("no_such_dataset:text", str(tmp_path / "tfds")))

@@ -31,8 +31,8 @@ def _words(ids, att):
 
 def test_whole_words_are_masked_together():
   ids, att = _batch()
-  out = masking.mask_tokens(ids, att, np.arange(len(ids)), TABLES, 0, 0, 0.15, 20,
-                            whole_word=True)
+  out = masking.mask_tokens(ids, att, np.arange(len(ids)), TABLES, 0, 0,
+                            masking.MaskingRule(0.15, 20, whole_word=True))
   w = out["masked_lm_weights"] > 0
   chosen = np.zeros(ids.shape, bool)
   r, s = np.nonzero(w)
@@ -52,14 +52,15 @@ def test_whole_words_are_masked_together():
 def test_cap_minimum_and_no_input_mutation():
   ids, att = _batch(500)
   before = ids.copy()
-  out = masking.mask_tokens(ids, att, np.arange(500), TABLES, 0, 0, 0.5, 5)
+  out = masking.mask_tokens(ids, att, np.arange(500), TABLES, 0, 0, masking.MaskingRule(0.5, 5))
   np.testing.assert_array_equal(ids, before)
   maskable = (~TABLES.special[ids] & (att > 0)).sum(1)
   expected = np.minimum(5, np.floor(maskable * 0.5 + 0.5))  # Capped at max_predictions.
   np.testing.assert_array_equal(out["masked_lm_weights"].sum(1), expected)
   short_ids = np.array([[2, 7, 3, 0, 0, 0]], np.int32)
   short_att = (short_ids > 0).astype(np.int32)
-  short = masking.mask_tokens(short_ids, short_att, [0], TABLES, 0, 0, 0.15, 3)
+  short = masking.mask_tokens(short_ids, short_att, [0], TABLES, 0, 0,
+                              masking.MaskingRule(0.15, 3))
   assert short["masked_lm_weights"].tolist() == [[1.0, 0.0, 0.0]]  # At least one.
   assert short["masked_lm_positions"][0, 0] == 1
 
@@ -67,10 +68,11 @@ def test_cap_minimum_and_no_input_mutation():
 def test_masks_change_with_epoch_and_not_with_batch_composition():
   ids, att = _batch(400)
   keys = np.arange(400)
-  e0 = masking.mask_tokens(ids, att, keys, TABLES, 0, 0, 0.15, 20)
-  e1 = masking.mask_tokens(ids, att, keys, TABLES, 0, 1, 0.15, 20)
+  e0 = masking.mask_tokens(ids, att, keys, TABLES, 0, 0, masking.MaskingRule(0.15, 20))
+  e1 = masking.mask_tokens(ids, att, keys, TABLES, 0, 1, masking.MaskingRule(0.15, 20))
   differ = (e0["masked_lm_positions"] != e1["masked_lm_positions"]).any(1)
   assert differ.mean() > 0.95
-  part = masking.mask_tokens(ids[100:150], att[100:150], keys[100:150], TABLES, 0, 0, 0.15, 20)
+  part = masking.mask_tokens(ids[100:150], att[100:150], keys[100:150], TABLES, 0, 0,
+                             masking.MaskingRule(0.15, 20))
   for k in part:
     np.testing.assert_array_equal(part[k], e0[k][100:150])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from data_pipeline.prepare_once import LOCK_NAME, PreparationWaitError, prepare_once
+from data_pipeline.prepare_once import LOCK_NAME, PreparationWaitError, Timing, prepare_once
 
 
 def _quiet(msg):
@@ -42,7 +42,7 @@ def test_concurrent_callers_make_it_once(tmp_path):
 
   def call():
     results.append(prepare_once(directory, lambda: os.path.exists(done), make, lambda: "reused",
-                                poll_s=0.05, log=_quiet))
+                                timing=Timing(poll_s=0.05), log=_quiet))
 
   threads = [threading.Thread(target=call) for _ in range(4)]
   for t in threads:
@@ -59,7 +59,7 @@ def test_a_dead_owner_on_this_host_is_replaced(tmp_path):
   _write_lock(directory, host=socket.gethostname(), pid=_dead_pid(), started=0)
   messages = []
   assert prepare_once(directory, lambda: False, lambda: "made", lambda: "reused",
-                      poll_s=0.05, log=messages.append) == "made"
+                      timing=Timing(poll_s=0.05), log=messages.append) == "made"
   assert "has exited; taking over" in messages[0]
 
 
@@ -68,7 +68,8 @@ def test_an_owner_elsewhere_that_stopped_touching_its_lock_is_replaced(tmp_path)
   _write_lock(directory, host="some-other-host", pid=1, started=0)
   messages = []
   assert prepare_once(directory, lambda: False, lambda: "made", lambda: "reused",
-                      stale_after_s=0.3, poll_s=0.05, log=messages.append) == "made"
+                      timing=Timing(stale_after_s=0.3, poll_s=0.05),
+                      log=messages.append) == "made"
   assert "some-other-host" in messages[-1] and "has not touched" in messages[-1]
 
 
@@ -78,7 +79,7 @@ def test_waiting_on_a_live_owner_is_bounded(tmp_path):
   with pytest.raises(PreparationWaitError, match=rf"waited 0 s for process {os.getpid()} on "
                      rf"host .* to prepare the data in .*{LOCK_NAME}.*remove the lock"):
     prepare_once(directory, lambda: False, lambda: "made", lambda: "reused",
-                 wait_timeout_s=0.3, poll_s=0.05, log=_quiet)
+                 timing=Timing(wait_timeout_s=0.3, poll_s=0.05), log=_quiet)
 
 
 def test_a_failing_owner_releases_its_claim(tmp_path):

@@ -4,3 +4,5 @@ import os
 
 # The repository root: subprocesses run launchers from here (`python -m launch.X`).
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Real public samples (sources and licences in tests/data/README.md).
+DATA = os.path.join(REPO, "tests", "data")

@@ -5,6 +5,8 @@ made-up words "tN" (N = the token id), so every token id in a batch tells which 
 it came from: document d uses only ids in [base(d), base(d) + WORDS_PER_DOC).
 """
 
+import json
+
 import numpy as np
 
 
@@ -38,3 +40,18 @@ def write_synthetic_corpus(path, seed=0, num_docs=NUM_DOCS):
         f.write(" ".join(f"t{w}" for w in words) + "\n")
       f.write("\n")
   return path
+
+
+def squad_file(paragraphs, path, version=None):
+  """A SQuAD-layout JSON file of `paragraphs` (non-ASCII kept); returns its path."""
+  root = {"data": [{"title": "t", "paragraphs": paragraphs}]}
+  if version:
+    root["version"] = version
+  path.write_text(json.dumps(root, ensure_ascii=False))
+  return str(path)
+
+
+def qa_entry(qid, question, context, answer=None, **extra):
+  """A SQuAD question whose answer (if any) is found in `context` by text."""
+  answers = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
+  return {"id": qid, "question": question, "answers": answers, **extra}

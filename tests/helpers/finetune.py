@@ -101,5 +101,5 @@ def read_json(path):
 def run(cfg):
   """`finetune.run` with the task's text side, as launch.finetune calls it."""
   from bert_jax.finetune import loop as finetune
-  from data_pipeline.finetune import text_task as finetune_text
-  return finetune.run(cfg, finetune_text.make_text_task(cfg.task, **cfg.text_options()))
+  from data_pipeline.finetune import tasks as text_tasks
+  return finetune.run(cfg, text_tasks.make_text_task(cfg.task, **cfg.text_options()))

@@ -1,5 +1,6 @@
 """Small shared pieces of the pretraining tests (a one-layer CPU config)."""
 
+import os
 import sys
 
 import jax
@@ -44,9 +45,9 @@ def one_device_mesh():
 
 
 def build(config, mesh):
-  """(state, compiled steps) for `config` on `mesh` (the loop's own `train.setup`)."""
-  job = train.setup(config, mesh)
-  return job.init_state(), job.steps
+  """(state, compiled steps) for `config` on `mesh` (the loop's own `train.build`)."""
+  setup = train.build(config, mesh)
+  return setup.init_state(), setup.steps
 
 
 def pretrain_command(workdir, data_dir, **overrides):
@@ -80,8 +81,8 @@ def prepare_made_up_corpus(root, *, words, docs, sentences, words_per_sentence, 
             *words_per_sentence)))) + "\n")
       f.write("\n")
   data_dir = os.path.join(root, "data")
-  prepare_lib.prepare(data_dir, vocab, inputs=corpus, eval_fraction=0.2,
-                      docs_per_shard=docs_per_shard, progress=False)
+  prepare_lib.prepare(data_dir, vocab, inputs=corpus, options=prepare_lib.PrepareOptions(
+      eval_fraction=0.2, docs_per_shard=docs_per_shard, progress=False))
   return data_dir
 
 

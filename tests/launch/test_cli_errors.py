@@ -42,6 +42,8 @@ def _cases(tmp):
         f"--output_dir={tmp}/prepared"], f"{tmp}/no-such.model"),
       (prepare + [f"--input={tmp}/a.txt", "--text_format=xml"], "--text_format"),
       (prepare + [f"--input={tmp}/a.txt", "--no_such_flag=1"], "no_such_flag"),
+      (prepare + [f"--input={tmp}/per_line.txt", "--text_format=paragraphs"],
+       f"{tmp}/per_line.txt: --text_format=paragraphs"),
       (["launch.prepare_data", f"--tokenizer={vocab}", f"--input={tmp}/a.txt"], "--output_dir"),
       (["launch.train_tokenizer", f"--input={tmp}/none/*.txt", f"--output_dir={tmp}/tok"],
        f"{tmp}/none/*.txt"),
@@ -83,6 +85,8 @@ def workspace(tmp_path_factory):
     f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
   with open(os.path.join(tmp, "a.txt"), "w") as f:
     f.write("a b a.\nb a b.\n\na a b.\n")
+  with open(os.path.join(tmp, "per_line.txt"), "w") as f:
+    f.write("a b a.\nb a b.\na a b.\n")
   with open(os.path.join(tmp, "train.tsv"), "w") as f:
     f.write("sentence\tlabel\na b\t1\n")
   return tmp

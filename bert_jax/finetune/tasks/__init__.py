@@ -5,25 +5,25 @@
 `task.model(...)`, trains on `task.loss`, jits `task.predict` for evaluation, and
 scores with `task.score` what the text side decoded.
 
-How to add a task (e.g. extractive question answering):
-  1. Model side, here: `bert_jax/finetune/tasks/question_answering.py` with a `base.Task`
-     subclass: `model` (a Flax module returning, say, start/end logits [B, L] each),
-     `loss` (its own label keys, e.g. start_positions / end_positions, weighting
-     padding rows 0), `predict` (per feature row, any pytree of arrays),
-     `score` (e.g. exact match / F1 over answer strings), `hf_architecture`
-     ("BertForQuestionAnswering"), `head_name` ("qa_outputs"), `default_metric`,
-     `metric_names`. Register an instance in `_TASKS` below.
-  2. Text side, in the text package (its `finetune_text.py`: a class with
-     `read`, `label_list`, `encode`, `references`, `decode`, `write_predictions`,
-     `meta`; see `TextTask` there): reading the files, windows over the context
-     (several feature rows per example; the encoded file keeps the row -> example
-     map and the offsets), `decode` aggregating rows into per-example predictions
-     (n-best post-processing), and its prediction files. Register it in
-     `finetune_text.TEXT_TASKS` under the same name.
+How to add a task:
+  1. Model side, here: `bert_jax/finetune/tasks/<task>.py` with a `base.Task` subclass:
+     `model` (a Flax module over the encoder, returning the task's logits), `loss`
+     (over the task's own label keys, weighting padding rows 0), `predict` (per
+     feature row, any pytree of arrays), `score` (the task's metrics over what the
+     text side decoded), `hf_architecture` and `head_name` (the transformers class and
+     head the export names), `default_metric`, `metric_names`, and `defaults` for
+     options such as max_seq_length. Register an instance in `_TASKS` below.
+  2. Text side, in the text package's `finetune/tasks/<task>.py` (the same name): a
+     `TextTask` subclass (`read`, `label_list`, `encode`, `references`, `decode`,
+     `write_predictions`, `meta`; the protocol is `bert_jax.finetune.config.TextSide`)
+     registered under the same name in the text package's registry. Several feature
+     rows per example (as QA's windows) are the text side's business: its encoded
+     file keeps the row -> example map that `decode` uses.
   3. The batch keys beyond `bert_jax.batch.INPUT_KEYS` are the task's own: the loop
-     passes every array of the encoded file to `loss`.
-The loop, the launcher (its flags come from `finetune_config.FinetuneConfig`) and the
-export need no change.
+     passes every array of the encoded file to `loss`. Options only the task reads
+     are `FinetuneConfig` fields (see `config.py`).
+The loop, the launcher (its flags come from `FinetuneConfig`) and the export need no
+change.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The text side of extractive question answering for the fine-tuning loop.
+"""Extractive question answering, text side.
 
-Reads SQuAD-format JSON / JSONL (`squad_data`), cuts contexts into windows (one
-model row per window, several per question), turns the rows' start / end logits
-into answers (`qa_postprocess`) and writes the official prediction files:
+Reads SQuAD-format JSON / JSONL (`squad.py`), cuts contexts into windows (`qa_windows.py`:
+one model row per window, several per question), turns the rows' start / end logits into
+answers (`qa_postprocess.py`) and writes the official prediction files:
 
   <stem>.json                    {question id: answer text}: what the official
                                  evaluate-v2.0.py / CMRC 2018 scripts score
@@ -19,28 +19,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 
 import numpy as np
 
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline import fileio
 from data_pipeline.finetune import qa_postprocess
-from data_pipeline.finetune import squad as squad_data
-
-_OPTIONS = ("version_2_with_negative", "doc_stride", "max_query_length", "n_best_size",
-            "max_answer_length", "null_score_diff_threshold", "qa_metric")
+from data_pipeline.finetune import qa_windows
+from data_pipeline.finetune import squad
+from data_pipeline.finetune.tasks import base
+from data_pipeline.text import scripts as text_scripts
 
 
 @dataclasses.dataclass
 class EncodedQA:
   """A QA file, read and windowed. `items` are the questions (one prediction each);
   `arrays` the model rows (windows); `alignment` the row -> question map, offsets
-  and max-context masks (`squad_data.QAFeatures`)."""
+  and max-context masks (`qa_windows.QAFeatures`)."""
   path: str
   items: list
   arrays: dict[str, np.ndarray]
-  alignment: squad_data.QAFeatures
-  qa_file: squad_data.QAFile
+  alignment: qa_windows.QAFeatures
+  qa_file: squad.QAFile
 
   @property
   def labelled(self) -> bool:
@@ -59,23 +58,24 @@ class QAReferences:
   bad_answers: int            # answers whose offsets did not match (not trained on)
 
 
-class QuestionAnsweringText(finetune_text.TextTask):
-  """The fine-tuning loop's text side for `--task=qa`. Options (`TextOptions`):
-  version_2_with_negative, doc_stride, max_query_length, n_best_size,
-  max_answer_length, null_score_diff_threshold, qa_metric ("squad", "cmrc" for
-  CMRC 2018 / DRCD, or "auto": "cmrc" when the contexts are mostly CJK)."""
+class QuestionAnsweringText(base.TextTask):
+  """The fine-tuning loop's text side for `--task=qa`. qa_metric: "squad", "cmrc" (CMRC
+  2018 / DRCD), or "auto": "cmrc" when the contexts are mostly CJK (`auto_metric`)."""
   name = "qa"
+  OPTIONS = ("version_2_with_negative", "doc_stride", "max_query_length", "n_best_size",
+             "max_answer_length", "null_score_diff_threshold", "qa_metric")
 
-  def __init__(self, options: finetune_text.TextOptions = finetune_text.TextOptions()):
-    if options.qa_metric not in ("auto", "squad", "cmrc"):
-      raise ValueError(f"qa_metric={options.qa_metric!r}: expected 'auto', 'squad' or 'cmrc'")
+  def __init__(self, **options):
+    super().__init__(**options)
+    o = self.options
+    if o.qa_metric not in ("auto", "squad", "cmrc"):
+      raise ValueError(f"qa_metric={o.qa_metric!r}: expected 'auto', 'squad' or 'cmrc'")
     for name in ("doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
-      if getattr(options, name) <= 0:
-        raise ValueError(f"{name}={getattr(options, name)}: must be positive")
-    super().__init__(options)
+      if getattr(o, name) <= 0:
+        raise ValueError(f"{name}={getattr(o, name)}: must be positive")
 
   def read(self, path: str, labelled: bool) -> list:
-    qa_file = squad_data.read_qa_file(
+    qa_file = squad.read_qa_file(
         path, version_2_with_negative=self.options.version_2_with_negative, labelled=labelled)
     if qa_file.bad_answers:
       logging.warning("%s", qa_file.report())
@@ -87,10 +87,10 @@ class QuestionAnsweringText(finetune_text.TextTask):
 
   def encode(self, path, items, tokenizer, label_list, max_seq_length) -> EncodedQA:
     o = self.options
-    qa_file = items.qa_file if isinstance(items, _QAItems) else squad_data.QAFile(
+    qa_file = items.qa_file if isinstance(items, _QAItems) else squad.QAFile(
         path, list(items), [])
     labelled = any(e.answers or e.is_impossible for e in qa_file.examples)
-    features = squad_data.encode_qa_examples(
+    features = qa_windows.encode_qa_examples(
         qa_file.examples, tokenizer, max_seq_length=max_seq_length, doc_stride=o.doc_stride,
         max_query_length=o.max_query_length, labels=labelled)
     if features.skipped:
@@ -108,10 +108,10 @@ class QuestionAnsweringText(finetune_text.TextTask):
   def _metric(self, encoded: EncodedQA) -> str:
     if self.options.qa_metric != "auto":
       return self.options.qa_metric
-    return "cmrc" if mostly_cjk([e.context for e in encoded.items[:200]]) else "squad"
+    return auto_metric(e.context for e in encoded.items[:200])
 
   def references(self, encoded: EncodedQA) -> QAReferences:
-    return QAReferences(squad_data.gold_answers(encoded.qa_file), self._metric(encoded),
+    return QAReferences(squad.gold_answers(encoded.qa_file), self._metric(encoded),
                         self.options.version_2_with_negative, len(encoded.qa_file.bad_answers))
 
   def decode(self, encoded: EncodedQA, outputs, label_list) -> qa_postprocess.QAPredictions:
@@ -129,40 +129,41 @@ class QuestionAnsweringText(finetune_text.TextTask):
     return qa_postprocess.postprocess(
         [e.id for e in encoded.items], [e.context for e in encoded.items], f.example_index,
         f.offsets, f.is_max_context, start, end,
-        n_best_size=o.n_best_size, max_answer_length=o.max_answer_length,
-        version_2_with_negative=o.version_2_with_negative,
-        null_score_diff_threshold=o.null_score_diff_threshold)
+        qa_postprocess.PostprocessOptions(
+            n_best_size=o.n_best_size, max_answer_length=o.max_answer_length,
+            version_2_with_negative=o.version_2_with_negative,
+            null_score_diff_threshold=o.null_score_diff_threshold))
 
   def write_predictions(self, stem: str, encoded: EncodedQA,
                         predictions: qa_postprocess.QAPredictions, label_list) -> str:
     directory, base = os.path.split(stem)
     prefix = base[:-len("predictions")] if base.endswith("predictions") else base + "_"
     path = stem + ".json"
-    squad_data.write_json(path, predictions.predictions)
-    squad_data.write_json(os.path.join(directory, prefix + "nbest_predictions.json"),
+    fileio.write_json_atomic(path, predictions.predictions)
+    fileio.write_json_atomic(os.path.join(directory, prefix + "nbest_predictions.json"),
                           predictions.nbest)
     if self.options.version_2_with_negative:
-      squad_data.write_json(os.path.join(directory, prefix + "null_odds.json"),
+      fileio.write_json_atomic(os.path.join(directory, prefix + "null_odds.json"),
                             predictions.null_odds)
     return path
 
-  def meta(self) -> dict:
-    return {name: getattr(self.options, name) for name in _OPTIONS}
+
+# The share of ideographs and kana among the non-space characters above which
+# `qa_metric=auto` scores the CMRC 2018 way.
+CJK_METRIC_SHARE = 0.3
 
 
-_CJK = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]")
-
-
-def mostly_cjk(texts, share: float = 0.3) -> bool:
-  """Whether CJK ideographs make up at least `share` of the non-space characters:
-  `qa_metric=auto` scores such files the CMRC 2018 way."""
-  chars = [ch for t in texts for ch in t if not ch.isspace()]
-  return bool(chars) and sum(1 for ch in chars if _CJK.match(ch)) / len(chars) >= share
+def auto_metric(contexts) -> str:
+  """"cmrc" when ideographs and kana make up at least CJK_METRIC_SHARE of the contexts'
+  non-space characters, else "squad". Kana count: Japanese has no spaces either, so the
+  SQuAD F1 (whitespace tokens) would score a Japanese answer as one token, while the CMRC
+  scorer splits it at every ideograph."""
+  return "cmrc" if text_scripts.cjk_fraction("".join(contexts)) >= CJK_METRIC_SHARE else "squad"
 
 
 class _QAItems(list):
   """The examples of a read file, with the file (its answer checks) attached."""
 
-  def __init__(self, qa_file: squad_data.QAFile):
+  def __init__(self, qa_file: squad.QAFile):
     super().__init__(qa_file.examples)
     self.qa_file = qa_file

@@ -111,7 +111,7 @@ def test_async_save_is_a_snapshot_despite_donation(tmp_path):
   for _ in range(3):  # overwrite the donated buffers while the save is written
     state, _ = steps.train(state, partitioning.host_to_device(next(batches), mesh))
   checkpointer.wait()
-  abstract = ckpt.abstract_of(state, jax.tree.map(lambda x: x.sharding, state))
+  abstract = partitioning.abstract_of(state, jax.tree.map(lambda x: x.sharding, state))
   restored = checkpointer.restore(1, abstract)
   _assert_equal(restored.state, snapshot)
   assert restored.data_state == position
@@ -249,21 +249,21 @@ def test_preemption_saves_at_the_step_boundary_then_raises(fsdp8, tmp_path):
   state = fsdp8[-1]
   checkpointer = ckpt.Checkpointer(str(tmp_path / "checkpoints"))
 
-  class Iter:
+  class Host:
     def get_state(self):
-      return {"index": 5}
+      return {"data": {"index": 5}, "loop": {}}
 
   with preemption_lib.PreemptionWatcher() as watcher:
     hook = ckpt.make_step_hook(checkpointer, every_steps=100, total_steps=1000,
                                meta_fn=lambda: META, preemption=watcher)
-    hook(5, state, Iter())  # not due, not preempted: nothing saved
+    hook(5, state, Host())  # not due, not preempted: nothing saved
     assert checkpointer.steps() == []
     os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag
     deadline = time.monotonic() + 10
     while not watcher.reached(6) and time.monotonic() < deadline:
       time.sleep(0.01)
     with pytest.raises(preemption_lib.Preempted) as e:
-      hook(6, state, Iter())
+      hook(6, state, Host())
   assert e.value.step == 6
   # Committed (not a temporary directory) before Preempted propagates: the
   # process may exit right away.

@@ -10,7 +10,7 @@ from bert_jax.finetune import loop as finetune
 from bert_jax import interop
 from bert_jax import partitioning
 from bert_jax.finetune import tasks as tasks_lib
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline.finetune import tasks as text_tasks
 from tests.helpers import finetune as F
 from tests.helpers import qa as Q
 
@@ -39,7 +39,7 @@ def test_bucketed_predictions_and_metrics_match_full_width(tmp_path, hf_dir, tas
                                 max_seq_length=2 * L if qa_options else L, length_buckets=2,
                                 **qa_options)
   task = tasks_lib.get(task_name)
-  text = finetune_text.make_text_task(task_name, **cfg.text_options())
+  text = text_tasks.make_text_task(task_name, **cfg.text_options())
   bert_config, pretrained, _ = interop.load_hf_with_report(hf_dir)
   tokenizer = text.load_tokenizer(hf_dir)
   items = text.read(str(path), True)

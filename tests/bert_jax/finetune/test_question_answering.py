@@ -11,7 +11,7 @@ from bert_jax.finetune import loop as finetune
 from bert_jax import interop
 from bert_jax import partitioning
 from bert_jax import tree as tree_lib
-from data_pipeline.finetune import text_task as finetune_text
+from data_pipeline.finetune import tasks as text_tasks
 from tests.helpers import finetune as F
 from tests.helpers import qa as Q
 
@@ -48,7 +48,7 @@ def test_qa_learns_writes_official_files_exports_and_predicts(tmp_path, hf_dir):
   assert results["eval_best_f1"] >= results["eval_f1"] - 1e-9
   assert "eval_best_f1_thresh" in results
   # 256 questions, many contexts in two windows: the steps count windows, not questions.
-  text = finetune_text.make_text_task("qa", **cfg.text_options())
+  text = text_tasks.make_text_task("qa", **cfg.text_options())
   windows = len(text.encode(train, text.read(train, True), _tokenizer(hf_dir), [],
                             32).arrays["input_ids"])
   assert results["train_steps"] == 3 * -(-windows // 32) and windows > 256
@@ -99,7 +99,7 @@ def test_qa_with_lora_trains_adapters_and_head_only(tmp_path, hf_dir):
   mesh = partitioning.make_mesh(cfg.mesh_shape)
   setup = finetune.build(cfg, bert_config, {"bert": pretrained["bert"]}, 1, mesh, 4)
   assert set(setup.state.params["model"]) == {"qa_outputs"}
-  text = finetune_text.make_text_task("qa", **cfg.text_options())
+  text = text_tasks.make_text_task("qa", **cfg.text_options())
   path = Q.write_squad(tmp_path / "t.json", Q.qa_paragraphs(40, 0, unanswerable=0.2))
   encoded = text.encode(path, text.read(path, True), _tokenizer(hf_dir), [], 32)
   batch = {k: v[:32] for k, v in encoded.arrays.items()}

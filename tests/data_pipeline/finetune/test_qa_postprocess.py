@@ -30,7 +30,8 @@ def _features(windows, max_context):
 def _run(start, end, windows=(0,), max_context=((0, 1, 2, 3),), **kw):
   offsets, is_max = _features(windows, max_context)
   return PP.postprocess(["q"], [CONTEXT], np.zeros(len(windows), np.int32), offsets, is_max,
-                        np.asarray(start, np.float32), np.asarray(end, np.float32), **kw)
+                        np.asarray(start, np.float32), np.asarray(end, np.float32),
+                        PP.PostprocessOptions(**kw))
 
 
 def _logits(spec, n=1):

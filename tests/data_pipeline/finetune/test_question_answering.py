@@ -5,7 +5,8 @@ import numpy as np
 
 from bert_jax import batch as batch_lib
 from bert_jax.finetune import tasks
-from data_pipeline.finetune import text_task as finetune_text
+from bert_jax.finetune.config import FinetuneConfig
+from data_pipeline.finetune import tasks as text_tasks
 from data_pipeline.finetune.tasks import question_answering as qa_text
 from data_pipeline.text.tokenizer import SPECIAL_TOKENS, load_tokenizer
 
@@ -25,8 +26,9 @@ def test_chinese_file_windows_decodes_writes_and_scores_the_cmrc_way(tmp_path):
        "is_impossible": True}]}]}]}
   path = tmp_path / "cmrc.json"
   path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-  text = finetune_text.make_text_task("qa", version_2_with_negative=True, doc_stride=4,
-                                      max_query_length=6)
+  options = FinetuneConfig(task="qa", version_2_with_negative=True, doc_stride=4,
+                           max_query_length=6).text_options()
+  text = text_tasks.make_text_task("qa", **options)
   assert isinstance(text, qa_text.QuestionAnsweringText)
   encoded = text.encode(str(path), text.read(str(path), True), tokenizer, [], 20)
   assert len(encoded) == 3 and len(encoded.arrays["input_ids"]) > 3  # several windows each
@@ -55,4 +57,12 @@ def test_chinese_file_windows_decodes_writes_and_scores_the_cmrc_way(tmp_path):
   metrics, table = tasks.get("qa").score(refs, predictions, [])
   assert metrics["exact"] == 100.0 and metrics["f1"] == 100.0 and "average" in metrics
   assert "exact" in table
-  assert qa_text.mostly_cjk([context]) and not qa_text.mostly_cjk(["Paris is 北"])
+  assert qa_text.auto_metric([context]) == "cmrc"
+  assert qa_text.auto_metric(["Paris is 北"]) == "squad"
+
+
+def test_auto_metric_counts_kana_as_cjk():
+  # Japanese: mostly kana, no spaces; scored per ideograph (CMRC), not as one SQuAD token.
+  japanese = "きょうはとてもいいてんきですね。あしたはあめがふるでしょう。東京"
+  assert qa_text.auto_metric([japanese]) == "cmrc"
+  assert qa_text.auto_metric(["東京 is the capital of Japan, and Kyoto was."]) == "squad"
