@@ -111,5 +111,154 @@ def test_soft_terms_are_the_losses_of_the_same_forward(teacher):
   np.testing.assert_allclose(float(metrics["loss"]), float(total), rtol=2e-5)
 
 
-def test_the_teacher_gets_no_gradient():
+def test_the_teacher_gets_no_gradient_and_layer_init_copies_the_named_layers(teacher):
+  config = _config(**{"distill.teacher": teacher, "distill.hidden_cosine": 1.0,
+                      "distill.nsp_soft": 1.0, "distill.init_layers": "1"})
+  setup = train.build(config, pretrain_testlib.one_device_mesh())
+  run = setup.distill
+  batch = _batch(config)
+  params = setup.init_state().params
+  counts = distill_lib.global_counts(batch, np.float32(config.global_batch_size),
+                                     np.float32(batch["masked_lm_weights"].sum()))
+  grads = jax.grad(lambda tp: distill_lib.micro_loss(
+      run, setup.model, params, tp, batch, jax.random.PRNGKey(0), counts,
+      train.pretraining_losses)[0])(run.params)
+  assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
+  # Student layer 0 <- teacher layer 1; embeddings and heads copied; nothing else changed.
+  init = jax.device_get(distill_lib.init_student(run, params, setup.shardings.params))
+  t = run.teacher.params
+  for a, b in zip(jax.tree.leaves(init["bert"]["encoder"]["layer_0"]),
+                  jax.tree.leaves(t["bert"]["encoder"]["layer_1"])):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(init["bert"]["encoder"]["layer_0"]["attention"]["self"]["query"][
+      "kernel"], t["bert"]["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"])
+  for part in (("bert", "embeddings"), ("bert", "pooler"), ("cls",)):
+    a_tree, b_tree = init, t
+    for key in part:
+      a_tree, b_tree = a_tree[key], b_tree[key]
+    for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)):
+      np.testing.assert_array_equal(a, b)
+
+
+class _Killed(Exception):
   pass
+
+
+def _kill_after(step):
+  def hook(s, state, host):
+    if s == step:
+      raise _Killed(s)
+  return hook
+
+
+def test_end_to_end_resume_is_exact_checkpoints_hold_no_teacher_and_the_student_exports(
+    teacher, tmp_path, monkeypatch, capsys):
+  config = _config(**{"distill.teacher": teacher, "distill.hidden_cosine": 1.0,
+                      "distill.init_layers": "every_other", "num_train_steps": 4,
+                      "checkpoint_every_steps": 2, "log_every_steps": 2,
+                      "eval_every_steps": 4, "num_eval_steps": 1})
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  pretrain_testlib.run_pretraining(config, straight)
+  assert "student initialised from teacher layers [0]" in capsys.readouterr().out
+  monkeypatch.setattr(job_failure, "test_step_hook", _kill_after(2))
+  with pytest.raises(_Killed):
+    pretrain_testlib.run_pretraining(config, resumed)
+  monkeypatch.undo()
+  pretrain_testlib.run_pretraining(config, resumed)
+  out = capsys.readouterr().out
+  assert "resumed from" in out and "initialised from teacher" not in out.split("resumed")[1]
+  final = {w: pretrain_testlib.read_state(os.path.join(w, "checkpoints", "4"))
+           for w in (straight, resumed)}
+  assert final[straight].keys() == final[resumed].keys()
+  for name in final[straight]:
+    np.testing.assert_array_equal(final[straight][name], final[resumed][name], err_msg=name)
+
+  # The checkpoint is the student's state and nothing else; its meta names the teacher.
+  setup = train.build(config, pretrain_testlib.one_device_mesh())
+  from bert_jax import tree as tree_lib
+  assert set(final[straight]) == set(tree_lib.flatten_with_names(setup.abstract_state))
+  with open(os.path.join(straight, "checkpoints", "4", "meta", "metadata")) as f:
+    meta = json.load(f)
+  assert meta["teacher"] == setup.distill.meta
+  records = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
+  assert any("distill_mlm_soft" in r and "distill_hidden_cosine" in r for r in records)
+
+  other = _teacher_dir(tmp_path, seed=1)
+  with pytest.raises(layout.IncompatibleCheckpointError, match="was trained with teacher"):
+    pretrain_testlib.run_pretraining(
+        _config(**{"num_train_steps": 4, "distill.teacher": other}), resumed)
+  with pytest.raises(layout.IncompatibleCheckpointError, match="this run has no teacher"):
+    pretrain_testlib.run_pretraining(_config(num_train_steps=4), resumed)
+
+  # The student exports like any model: transformers loads it with the same logits.
+  import torch
+  from transformers import BertForPreTraining
+  student = jax.tree.map(np.asarray, {k: v for k, v in final[straight].items()
+                                      if k.startswith("params/")})
+  params = tree_lib.unflatten({tuple(k.split("/")[1:]): v for k, v in student.items()})
+  out = str(tmp_path / "hf_student")
+  interop.save_hf(setup.model.config, params, out)
+  hf = BertForPreTraining.from_pretrained(out).eval()
+  batch = _batch(config)
+  mlm, nsp = setup.model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                               batch["attention_mask"], None, deterministic=True)
+  with torch.no_grad():
+    theirs = hf(input_ids=torch.tensor(batch["input_ids"]),
+                token_type_ids=torch.tensor(batch["token_type_ids"]),
+                attention_mask=torch.tensor(batch["attention_mask"]))
+  assert hf.config.num_hidden_layers == 1
+  np.testing.assert_allclose(theirs.prediction_logits.numpy(), np.asarray(mlm), atol=1e-4)
+  np.testing.assert_allclose(theirs.seq_relationship_logits.numpy(), np.asarray(nsp), atol=1e-4)
+
+
+def _error(config, match):
+  with pytest.raises(ValueError, match=match):
+    train.build(config, pretrain_testlib.one_device_mesh())
+
+
+def test_bad_input_errors_name_the_field(teacher, tmp_path):
+  root = tmp_path
+  wide = _teacher_dir(root, seed=2, hidden_size=128, intermediate_size=256)
+  _error(_config(**{"distill.teacher": teacher, "model.vocab_size": 640}),
+         r"teacher's vocabulary \(512 ids\) differs from the student's \(640")
+  _error(_config(**{"distill.teacher": teacher, "distill.init_layers": "5"}),
+         r"config.distill.init_layers='5'.*indices 0..1")
+  _error(_config(**{"distill.teacher": teacher, "distill.init_layers": "a,b"}),
+         "config.distill.init_layers='a,b': expected")
+  _error(_config(**{"distill.teacher": wide, "distill.hidden_cosine": 1.0}),
+         "config.distill.hidden_cosine=1.0 needs equal widths: student hidden_size 64, teacher 128")
+  _error(_config(**{"distill.teacher": wide, "distill.init_layers": "0"}),
+         "copies teacher layers, which needs equal widths")
+  _error(_config(**{"distill.teacher": str(root)}), "not a model directory")
+  _error(_config(**{"distill.teacher": teacher, "distill.teacher_dtype": "float16"}),
+         "config.distill.teacher_dtype='float16'")
+  # An encoder-only BertModel directory: no MLM head for the soft MLM term.
+  from safetensors.numpy import load_file, save_file
+  encoder = str(root / "encoder_only")
+  os.makedirs(encoder)
+  tensors = load_file(os.path.join(teacher, "model.safetensors"))
+  save_file({k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")},
+            os.path.join(encoder, "model.safetensors"))
+  with open(os.path.join(teacher, "config.json")) as f, \
+       open(os.path.join(encoder, "config.json"), "w") as g:
+    g.write(f.read())
+  _error(_config(**{"distill.teacher": encoder}),
+         "config.distill.mlm_soft=1.0 needs the teacher's MLM head")
+  # Without a soft term on the heads, the encoder-only teacher is fine (hidden states only).
+  ok = train.build(_config(**{"distill.teacher": encoder, "distill.mlm_soft": 0.0,
+                              "distill.hidden_cosine": 1.0}), pretrain_testlib.one_device_mesh())
+  assert ok.distill is not None
+  assert not glob.glob(str(root / "*" / "checkpoints"))
+
+
+def test_bf16_teacher_and_the_distill_variant(teacher):
+  from bert_jax.configs import tiny
+  c = tiny.get_config("tiny,distill")
+  assert c.model.num_hidden_layers == 1 and c.distill.init_layers == "every_other"
+  assert (c.distill.mlm_soft, c.distill.mlm_hard, c.distill.hidden_cosine,
+          c.distill.temperature) == (5.0, 2.0, 1.0, 2.0)
+  setup = train.build(_config(**{"distill.teacher": teacher, "distill.teacher_dtype": "bfloat16"}),
+                      pretrain_testlib.one_device_mesh())
+  assert {np.dtype(x.dtype) for x in jax.tree.leaves(setup.distill.params)} == {
+      np.dtype(jax.numpy.bfloat16)}
+  assert setup.distill.model.config.dtype == "bfloat16"
