@@ -137,10 +137,10 @@ def _step_memory(setup: train.Setup, state: Any, batch: Any) -> dict[str, int]:
   bytes), the peak it plans for; on CPU the runtime reports no allocator peak."""
   import functools
   step = jax.jit(functools.partial(train.train_step, model=setup.model, tx=setup.tx,
-                                   schedule=setup.schedule, distill=setup.distill),
+                                   schedule=setup.schedule),
                  donate_argnums=0)
   with partitioning.axis_rules(setup.mesh, tuple(tuple(r) for r in setup.config.logical_axis_rules)):
-    mem = step.lower(state, batch, setup.distill.params).compile().memory_analysis()
+    mem = step.lower(state, batch, setup.distill.arg).compile().memory_analysis()
   return dict(argument_bytes=int(mem.argument_size_in_bytes),
               temp_bytes=int(mem.temp_size_in_bytes), output_bytes=int(mem.output_size_in_bytes))
 

@@ -190,20 +190,20 @@ def _apply(model, params, batch, *, deterministic, rng=None):
       rngs=None if rng is None else {"dropout": rng}, **packed)
 
 
-def train_step(state: TrainState, batch: Batch, teacher_params: Any = None, *,
-               model: model_lib.BertForPreTraining, tx: optax.GradientTransformation,
+def train_step(state: TrainState, batch: Batch, teacher: distill_lib.TeacherArg | None = None,
+               *, model: model_lib.BertForPreTraining, tx: optax.GradientTransformation,
                schedule: optax.Schedule, num_micro_batches: int = 1,
-               micro_sharding: Callable[[jax.Array], jax.Array] | None = None,
-               distill: distill_lib.DistillRun | None = None
+               micro_sharding: Callable[[jax.Array], jax.Array] | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the global batch (a pure function; jit it).
 
   Loss = MLM cross-entropy averaged over real predictions (masked_lm_weights) +
   NSP cross-entropy averaged over instances (rows, or the real instances of packed
   rows), both over the *global* batch even
-  when it is accumulated over `num_micro_batches`. With `distill`, the weighted
-  distillation loss against the frozen teacher's `teacher_params` (`distillation.loop`).
+  when it is accumulated over `num_micro_batches`. With a `teacher`, the weighted
+  distillation loss against that frozen teacher (`distillation.loop`).
   """
+  distill = None if teacher is None else teacher.run
   rng = jax.random.fold_in(state.rng, state.step)
   # Global denominators first, so the micro-batch gradients simply add up.
   num_predictions = jnp.maximum(jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), 1.0)
@@ -213,7 +213,7 @@ def train_step(state: TrainState, batch: Batch, teacher_params: Any = None, *,
 
   def loss_fn(params, micro, micro_rng):
     if distill is not None:
-      return distill_lib.micro_loss(distill, model, params, teacher_params, micro, micro_rng,
+      return distill_lib.micro_loss(distill, model, params, teacher.params, micro, micro_rng,
                                     counts, pretraining_losses)
     mlm_logits, nsp_logits = _apply(model, params, micro, deterministic=False, rng=micro_rng)
     sums = pretraining_losses(mlm_logits, nsp_logits, micro)
@@ -276,13 +276,13 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
   train = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
                         num_micro_batches=config.num_micro_batches,
-                        micro_sharding=micro_sharding, distill=distill),
+                        micro_sharding=micro_sharding),
       in_shardings=(state_shardings, batch_sharding) + (
-          () if distill is None else (distill.shardings,)),
+          () if distill is None else (distill.arg_shardings(),)),
       out_shardings=(state_shardings, replicated),
       donate_argnums=0)
   if distill is not None:
-    train = functools.partial(_with_teacher, train, distill.params)
+    train = functools.partial(_with_teacher, train, distill.arg)
   evaluate = jax.jit(functools.partial(eval_step, model=model),
                      in_shardings=(state_shardings.params, batch_sharding),
                      out_shardings=replicated)
@@ -291,8 +291,8 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
                        eval=partitioning.in_mesh(evaluate, mesh, rules))
 
 
-def _with_teacher(jitted, teacher_params, state, batch):
-  return jitted(state, batch, teacher_params)
+def _with_teacher(jitted, teacher, state, batch):
+  return jitted(state, batch, teacher)
 
 
 @dataclasses.dataclass(frozen=True)

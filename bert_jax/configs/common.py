@@ -87,29 +87,13 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.num_eval_steps = 100
   c.eval_batch_size = 256
   c.write_tensorboard = True
-
   # Checkpoints (bert_jax/checkpointing/manager.py). A run starts from the latest complete
   # checkpoint in WORKDIR/checkpoints, else from init_from (parameters only), else fresh.
   c.checkpoint_every_steps = 1000  # also saved at the last step and on SIGTERM; 0: only those
   c.keep_checkpoints = 3           # the last K are kept ...
   c.keep_period = 0                # ... and every step divisible by this (> 0) for good
   c.init_from = ""                 # one of our workdirs/checkpoints, or a Hugging Face BERT dir
-
-  # General distillation (bert_jax/distillation): off while teacher is "". The teacher is
-  # one of our workdirs/checkpoints or a Hugging Face BERT dir, frozen, never saved.
-  c.distill = ml_collections.ConfigDict()
-  c.distill.teacher = ""
-  c.distill.teacher_dtype = "float32"   # or "bfloat16" (half the teacher's memory)
-  c.distill.init_layers = ""            # "" | "every_other" | "0,2,4": student layer i <- these
-  c.distill.temperature = 2.0
-  c.distill.mlm_soft = 1.0              # T^2 x soft cross-entropy on the masked positions
-  c.distill.mlm_hard = 1.0              # the student's own MLM loss
-  c.distill.nsp_soft = 0.0
-  c.distill.nsp_hard = 1.0
-  c.distill.hidden_cosine = 0.0         # 1 - cos of last hidden states (equal widths)
-  c.distill.minilm = 0.0                # MiniLM last-layer relation KL (any widths)
-  c.distill.relation_heads = 0          # 0: the student's attention heads
-  c.distill.relations = "qq,kk,vv"
+  c.distill = distill_config()     # general distillation: off while distill.teacher is ""
   return c
 
 
@@ -124,6 +108,26 @@ MOVED_FIELDS = {
     "whole_word_masking": "data.whole_word_masking",
     "worker_count": "data.worker_count",
 }
+
+
+def distill_config() -> ml_collections.ConfigDict:
+  """config.distill: general distillation (bert_jax/distillation), off while `teacher` is
+  "". The teacher is one of our workdirs/checkpoints or a Hugging Face BERT directory,
+  frozen and never saved into the student's checkpoints."""
+  d = ml_collections.ConfigDict()
+  d.teacher = ""
+  d.teacher_dtype = "float32"   # or "bfloat16" (half the teacher's memory)
+  d.init_layers = ""            # "" | "every_other" | "0,2,4": student layer i <- these
+  d.temperature = 2.0
+  d.mlm_soft = 1.0              # T^2 x soft cross-entropy on the masked positions
+  d.mlm_hard = 1.0              # the student's own MLM loss
+  d.nsp_soft = 0.0
+  d.nsp_hard = 1.0
+  d.hidden_cosine = 0.0         # 1 - cos of last hidden states (equal widths)
+  d.minilm = 0.0                # MiniLM last-layer relation KL (any widths)
+  d.relation_heads = 0          # 0: the student's attention heads
+  d.relations = "qq,kk,vv"
+  return d
 
 
 def rewrite_legacy_overrides(argv: list[str], flag: str = "config") -> list[str]:

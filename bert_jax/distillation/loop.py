@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,8 @@ _HEADS = {"mlm_soft": (("cls/predictions",), "MLM head"),
           "nsp_soft": (("cls/seq_relationship", "bert/pooler"), "NSP head and pooler")}
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: hashed and compared by identity, as the static half of `TeacherArg`.
+@dataclasses.dataclass(frozen=True, eq=False)
 class DistillRun:
   """A run's teacher, ready for the jitted step."""
   spec: pretraining.DistillSpec
@@ -48,9 +50,24 @@ class DistillRun:
   relation_heads: int
 
   @property
+  def arg(self) -> "TeacherArg":
+    """The jitted step's teacher argument (`arg_shardings()` its in_shardings)."""
+    return TeacherArg(params=self.params, run=self)
+
+  def arg_shardings(self) -> "TeacherArg":
+    return TeacherArg(params=self.shardings, run=self)
+
+  @property
   def meta(self) -> dict[str, str]:
     """What the student's checkpoints record of the teacher."""
     return {"path": self.teacher.path, "fingerprint": self.teacher.fingerprint}
+
+
+@flax.struct.dataclass
+class TeacherArg:
+  """The train step's teacher argument: the parameters are traced, the run is static."""
+  params: Any
+  run: DistillRun = flax.struct.field(pytree_node=False)
 
 
 def enabled(config) -> bool:
