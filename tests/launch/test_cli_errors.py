@@ -33,6 +33,8 @@ def _cases(tmp):
       (["launch.pretrain", "--config=bert_jax/configs/tiny.py:nosuch", f"--workdir={tmp}/run"],
        "nosuch"),
       (pretrain + ["--config.num_train_steps=0"], "config.num_train_steps=0"),
+      (pretrain + ["--config.data.synthetic=True", f"--config.distill.teacher={tmp}"],
+       f"teacher {tmp}: not a model directory"),
       (pretrain + [f"--config.data_dir={tmp}/no-such-data"], f"{tmp}/no-such-data"),
       (["launch.pretrain", TINY], "--workdir"),
       (pretrain + ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],

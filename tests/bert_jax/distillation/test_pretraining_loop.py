@@ -191,14 +191,15 @@ def test_end_to_end_resume_is_exact_checkpoints_hold_no_teacher_and_the_student_
   with pytest.raises(layout.IncompatibleCheckpointError, match="this run has no teacher"):
     pretrain_testlib.run_pretraining(_config(num_train_steps=4), resumed)
 
-  # The student exports like any model: transformers loads it with the same logits.
+  # The student exports like any model (launch.export): transformers loads it with the
+  # same logits as the checkpoint's parameters give here.
   import torch
   from transformers import BertForPreTraining
-  student = jax.tree.map(np.asarray, {k: v for k, v in final[straight].items()
-                                      if k.startswith("params/")})
-  params = tree_lib.unflatten({tuple(k.split("/")[1:]): v for k, v in student.items()})
+  from launch import export as export_lib
+  params = tree_lib.unflatten({tuple(k.split("/")[1:]): v for k, v in final[straight].items()
+                               if k.startswith("params/")})
   out = str(tmp_path / "hf_student")
-  interop.save_hf(setup.model.config, params, out)
+  export_lib.export(straight, out)
   hf = BertForPreTraining.from_pretrained(out).eval()
   batch = _batch(config)
   mlm, nsp = setup.model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
