@@ -120,3 +120,82 @@ def run_on_batches(config: ml_collections.ConfigDict,
         padding_fraction=1.0 - useful / (rows * config.max_seq_length),
         backend=jax.default_backend())
   return results
+
+
+def _timed(fn, args, steps: int) -> float:
+  """Seconds per call of `fn(*args)` after one untimed (compiling) call."""
+  jax.block_until_ready(fn(*args))
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / steps
+
+
+def _step_memory(setup: train.Setup, state: Any, batch: Any) -> dict[str, int]:
+  """XLA's buffer assignment of the distillation step (arguments, outputs, temporaries:
+  bytes), the peak it plans for; on CPU the runtime reports no allocator peak."""
+  import functools
+  step = jax.jit(functools.partial(train.train_step, model=setup.model, tx=setup.tx,
+                                   schedule=setup.schedule),
+                 donate_argnums=0)
+  with partitioning.axis_rules(setup.mesh, tuple(tuple(r) for r in setup.config.logical_axis_rules)):
+    mem = step.lower(state, batch, setup.distill.arg).compile().memory_analysis()
+  return dict(argument_bytes=int(mem.argument_size_in_bytes),
+              temp_bytes=int(mem.temp_size_in_bytes), output_bytes=int(mem.output_size_in_bytes))
+
+
+def distillation(config: ml_collections.ConfigDict, *, steps: int = 5) -> list[dict[str, Any]]:
+  """General distillation's cost (config.distill.teacher set): rows for the distillation
+  step (teacher in float32 and in bfloat16), a plain step of the student, and the
+  teacher's forward alone (float32), each timed over `steps` calls on one synthetic
+  batch, with the teacher's bytes on device and the step's planned memory."""
+  from bert_jax.distillation import loop as distill_lib
+  rows = []
+  batch_np = synthetic.synthetic_batch(np.random.default_rng(config.seed), config.global_batch_size,
+                                       config.max_seq_length, config.max_predictions_per_seq,
+                                       config.model.vocab_size)
+  for dtype in ("float32", "bfloat16"):
+    c = config.copy_and_resolve_references()
+    c.distill.teacher_dtype = dtype
+    setup = train.build(c)
+    batch = partitioning.host_to_device(batch_np, setup.mesh)
+    state = setup.init_state()
+    memory = _step_memory(setup, setup.init_state(), batch)
+    teacher_bytes = sum(x.nbytes for x in jax.tree.leaves(setup.distill.params))
+    rows.append(dict(what=f"distillation step, teacher {dtype}", teacher_bytes=teacher_bytes,
+                     step_time_s=_train_step_time(setup.steps.train, state, batch, steps),
+                     **memory))
+    if dtype == "float32":
+      forward = jax.jit(lambda p, b: distill_lib.teacher_forward(setup.distill, p, b)[0])
+      rows.append(dict(what="teacher forward alone, float32", teacher_bytes=teacher_bytes,
+                       step_time_s=_timed(forward, (setup.distill.params, batch), steps)))
+  plain = config.copy_and_resolve_references()
+  plain.distill.teacher = ""
+  rows.append(dict(what="plain student step", teacher_bytes=0,
+                   step_time_s=run(plain, steps=steps, warmup_steps=1)["step_time_s"]))
+  return rows
+
+
+def _train_step_time(train_fn, state, batch, steps: int) -> float:
+  """Seconds per train step after one untimed (compiling) step; the state is donated,
+  so each step feeds the next."""
+  state, metrics = train_fn(state, batch)
+  jax.block_until_ready((state, metrics))
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_fn(state, batch)
+  jax.block_until_ready((state, metrics))
+  return (time.perf_counter() - t0) / steps
+
+
+def distillation_table(rows: list[dict[str, Any]]) -> str:
+  """A Markdown table of `distillation`'s rows."""
+  def mib(row, key):
+    return f"{row[key] / 2**20:.1f}" if key in row else "-"
+  lines = ["| what | step time (ms) | teacher on device (MiB) | step arguments (MiB) "
+           "| step temporaries (MiB) |", "|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['what']} | {1e3 * r['step_time_s']:.1f} | {mib(r, 'teacher_bytes')} | "
+                 f"{mib(r, 'argument_bytes')} | {mib(r, 'temp_bytes')} |")
+  return "\n".join(lines)

@@ -27,6 +27,7 @@ import optax
 
 from bert_jax import batch as batch_lib
 from bert_jax.checkpointing import manager as checkpoint_lib
+from bert_jax.distillation import loop as distill_lib
 from bert_jax.multihost import distributed
 from bert_jax import fileio
 from bert_jax import flops as flops_lib
@@ -196,9 +197,9 @@ def _apply(model, params, batch, *, deterministic, rng=None):
       rngs=None if rng is None else {"dropout": rng}, **packed)
 
 
-def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTraining,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               num_micro_batches: int = 1,
+def train_step(state: TrainState, batch: Batch, teacher: distill_lib.TeacherArg | None = None,
+               *, model: model_lib.BertForPreTraining, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, num_micro_batches: int = 1,
                micro_sharding: Callable[[jax.Array], jax.Array] | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the global batch (a pure function; jit it).
@@ -206,14 +207,21 @@ def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTr
   Loss = MLM cross-entropy averaged over real predictions (masked_lm_weights) +
   NSP cross-entropy averaged over instances (rows, or the real instances of packed
   rows), both over the *global* batch even
-  when it is accumulated over `num_micro_batches`.
+  when it is accumulated over `num_micro_batches`. With a `teacher`, the weighted
+  distillation loss against that frozen teacher (`distillation.loop`).
   """
+  distill = None if teacher is None else teacher.run
   rng = jax.random.fold_in(state.rng, state.step)
   # Global denominators first, so the micro-batch gradients simply add up.
   num_predictions = jnp.maximum(jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), 1.0)
   num_sequences = jnp.maximum(num_instances(batch), 1.0)
 
+  counts = distill_lib.global_counts(batch, num_sequences, num_predictions)
+
   def loss_fn(params, micro, micro_rng):
+    if distill is not None:
+      return distill_lib.micro_loss(distill, model, params, teacher.params, micro, micro_rng,
+                                    counts, pretraining_losses)
     mlm_logits, nsp_logits = _apply(model, params, micro, deterministic=False, rng=micro_rng)
     sums = pretraining_losses(mlm_logits, nsp_logits, micro)
     loss = sums["mlm_loss_sum"] / num_predictions + sums["nsp_loss_sum"] / num_sequences
@@ -238,6 +246,8 @@ def train_step(state: TrainState, batch: Batch, *, model: model_lib.BertForPreTr
       **{progress_lib.INSTANCES_KEY: num_instances(batch),
          progress_lib.REAL_TOKENS_KEY: jnp.sum(batch["attention_mask"].astype(jnp.float32))},
   )
+  if distill is not None:
+    metrics.update(distill_lib.step_metrics(distill, sums, mlm_loss, nsp_loss))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 
@@ -259,7 +269,10 @@ class CompiledSteps:
 
 def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPreTraining,
                   tx: optax.GradientTransformation, schedule: optax.Schedule,
-                  mesh: jax.sharding.Mesh, state_shardings: TrainState) -> CompiledSteps:
+                  mesh: jax.sharding.Mesh, state_shardings: TrainState,
+                  distill: distill_lib.DistillRun | None = None) -> CompiledSteps:
+  """With `distill`, the jitted step also takes the teacher's parameters (frozen: an
+  argument, not state); `train(state, batch)` binds them."""
   rules = tuple(tuple(r) for r in config.logical_axis_rules)
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -271,15 +284,22 @@ def compile_steps(config: ml_collections.ConfigDict, model: model_lib.BertForPre
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
                         num_micro_batches=config.num_micro_batches,
                         micro_sharding=micro_sharding),
-      in_shardings=(state_shardings, batch_sharding),
+      in_shardings=(state_shardings, batch_sharding) + (
+          () if distill is None else (distill.arg_shardings(),)),
       out_shardings=(state_shardings, replicated),
       donate_argnums=0)
+  if distill is not None:
+    train = functools.partial(_with_teacher, train, distill.arg)
   evaluate = jax.jit(functools.partial(eval_step, model=model),
                      in_shardings=(state_shardings.params, batch_sharding),
                      out_shardings=replicated)
 
   return CompiledSteps(train=partitioning.in_mesh(train, mesh, rules),
                        eval=partitioning.in_mesh(evaluate, mesh, rules))
+
+
+def _with_teacher(jitted, teacher, state, batch):
+  return jitted(state, batch, teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +316,7 @@ class Setup:
   abstract_state: TrainState
   shardings: TrainState
   steps: CompiledSteps
+  distill: distill_lib.DistillRun | None = None   # the teacher (config.distill)
 
   def init_state(self) -> TrainState:
     return create_train_state(self.config, self.model, self.tx, self.mesh)[0]
@@ -310,9 +331,11 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   model = model_lib.BertForPreTraining(model_config_from(config))
   tx, schedule = optim.optimizer_from_config(config)
   abstract, shardings = abstract_train_state(config, model, tx, mesh)
-  steps = compile_steps(config, model, tx, schedule, mesh, shardings)
+  distill = distill_lib.prepare(config, mesh, model.config,
+                                tuple(tuple(r) for r in config.logical_axis_rules))
+  steps = compile_steps(config, model, tx, schedule, mesh, shardings, distill)
   return Setup(config=config, mesh=mesh, model=model, tx=tx, schedule=schedule,
-               abstract_state=abstract, shardings=shardings, steps=steps)
+               abstract_state=abstract, shardings=shardings, steps=steps, distill=distill)
 
 
 # ---------------------------------------------------------------------------
@@ -491,7 +514,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       total_steps=config.num_train_steps, preemption=preemption,
       meta_fn=lambda: {"config": json.loads(config.to_json_best_effort()),
                        "tokenizer": source.tokenizer, "data_dir": None,
-                       "tokenizer_file": None, **source.checkpoint_meta})
+                       "tokenizer_file": None, **source.checkpoint_meta,
+                       "teacher": None if setup.distill is None else setup.distill.meta})
   try:
     with preemption:
       state, eval_metrics = train_loop(
@@ -526,6 +550,7 @@ def _start(setup: Setup, checkpointer: checkpoint_lib.Checkpointer,
   host = HostState(source.train_batches(), unigram=unigram)
   if start.source == "checkpoint":
     _check_same_tokenizer(start, source.tokenizer)
+    distill_lib.check_resume(start.path, start.meta.get("teacher"), setup.distill)
     host.set_state(start.host_state)
     print(f"resumed from {start.path} at step {start_step}", flush=True)
   elif start.source == "init_from":
@@ -533,6 +558,11 @@ def _start(setup: Setup, checkpointer: checkpoint_lib.Checkpointer,
   else:
     print(f"fresh start: no checkpoint in {checkpointer.directory}, no config.init_from",
           flush=True)
+    if setup.distill is not None and setup.distill.init_layers is not None:
+      start.state = start.state.replace(params=distill_lib.init_student(
+          setup.distill, start.state.params, setup.shardings.params))
+      print(f"student initialised from teacher layers {list(setup.distill.init_layers)} "
+            "(and its embeddings and heads)", flush=True)
   # Records of steps after the starting one belong to a run that died before its
   # next checkpoint: this run writes those steps again.
   metrics_lib.rewind_metrics(workdir, start_step, metrics_lib.METRICS_FILE)

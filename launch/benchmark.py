@@ -23,6 +23,10 @@ _PRED = flags.DEFINE_integer(
     "0.15 x max_seq_length rounded up when --max_seq_length is given).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (compilation).")
+_DISTILL = flags.DEFINE_bool(
+    "distill", False, "General distillation's cost (needs --config.distill.teacher): the "
+    "distillation step with the teacher in float32 and bfloat16, a plain student step and "
+    "the teacher's forward alone; one JSON line each, then a table.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -38,6 +42,12 @@ def main(argv):
     config.model.max_position_embeddings = max(config.model.max_position_embeddings, _SEQ.value)
   if _PRED.value is not None:
     config.max_predictions_per_seq = _PRED.value
+  if _DISTILL.value:
+    rows = benchmark.distillation(config, steps=_STEPS.value)
+    for row in rows:
+      print(json.dumps(row), flush=True)
+    print(benchmark.distillation_table(rows), flush=True)
+    return
   print(json.dumps(benchmark.run(config, steps=_STEPS.value, warmup_steps=_WARMUP.value)),
         flush=True)
 

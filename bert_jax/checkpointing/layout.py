@@ -61,3 +61,19 @@ def incompatible_error(where: str, lines: list[str], hint: str) -> IncompatibleC
   return IncompatibleCheckpointError(
       f"{where} does not fit this run's model: {len(lines)} mismatched array(s):\n  "
       + "\n  ".join(shown) + more + f"\n{hint}")
+
+
+def teacher_mismatch_error(where: str, saved: Mapping[str, Any] | None,
+                           current: Mapping[str, Any] | None) -> IncompatibleCheckpointError:
+  """A distillation checkpoint resumed with another teacher (or none), or a plain
+  checkpoint resumed as a distillation: `saved` / `current` are {"path", "fingerprint"}
+  or None."""
+  def said(t):
+    if not t:
+      return "no teacher"
+    return f"teacher {t.get('path')} (fingerprint {str(t.get('fingerprint'))[:16]}...)"
+  return IncompatibleCheckpointError(
+      f"checkpoint {where} was trained with {said(saved)}, this run has {said(current)}: "
+      "resuming would change what the student imitates. Resume with the original "
+      "config.distill.teacher, or start a new run (another --workdir) with "
+      f"--config.init_from={where}")

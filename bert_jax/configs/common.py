@@ -13,6 +13,10 @@ Variants (comma-separated after the file name, `PRESET.py:tiny,bf16`):
   packed  several instances per training row (`data.packing`): for corpora of short
         documents and for seq 512, where rows are otherwise mostly [PAD]; off in the
         presets, whose seq-128 rows on long documents are ~92% full already.
+  distill  DistilBERT's general distillation of the preset (Sanh et al. 2019): a student
+        of half the depth, initialised from every other teacher layer, trained on
+        5 x soft MLM (T=2) + 2 x MLM + 1 x hidden-state cosine (+ NSP, which this loop's
+        data carries). Give the teacher: `--config.distill.teacher=DIR`.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import dataclasses
 
 import ml_collections
 
-VARIANTS = ("tiny", "bf16", "fp32", "lamb", "packed")
+VARIANTS = ("tiny", "bf16", "fp32", "lamb", "packed", "distill")
 
 
 def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -84,13 +88,13 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.num_eval_steps = 100
   c.eval_batch_size = 256
   c.write_tensorboard = True
-
   # Checkpoints (bert_jax/checkpointing/manager.py). A run starts from the latest complete
   # checkpoint in WORKDIR/checkpoints, else from init_from (parameters only), else fresh.
   c.checkpoint_every_steps = 1000  # also saved at the last step and on SIGTERM; 0: only those
   c.keep_checkpoints = 3           # the last K are kept ...
   c.keep_period = 0                # ... and every step divisible by this (> 0) for good
   c.init_from = ""                 # one of our workdirs/checkpoints, or a Hugging Face BERT dir
+  c.distill = distill_config()     # general distillation: off while distill.teacher is ""
   return c
 
 
@@ -132,6 +136,26 @@ FORMER_NAMES = {
 }
 
 
+def distill_config() -> ml_collections.ConfigDict:
+  """config.distill: general distillation (bert_jax/distillation), off while `teacher` is
+  "". The teacher is one of our workdirs/checkpoints or a Hugging Face BERT directory,
+  frozen and never saved into the student's checkpoints."""
+  d = ml_collections.ConfigDict()
+  d.teacher = ""
+  d.teacher_dtype = "float32"   # or "bfloat16" (half the teacher's memory)
+  d.init_layers = ""            # "" | "every_other" | "0,2,4": student layer i <- these
+  d.temperature = 2.0
+  d.mlm_soft = 1.0              # T^2 x soft cross-entropy on the masked positions
+  d.mlm_hard = 1.0              # the student's own MLM loss
+  d.nsp_soft = 0.0
+  d.nsp_hard = 1.0
+  d.hidden_cosine = 0.0         # 1 - cos of last hidden states (equal widths)
+  d.minilm = 0.0                # MiniLM last-layer relation KL (any widths)
+  d.relation_heads = 0          # 0: the student's attention heads
+  d.relations = "qq,kk,vv"
+  return d
+
+
 def moved_field(path: str) -> str | None:
   """The field's name today if `path` (e.g. "data_dir") is the old name of a moved field."""
   return FORMER_NAMES.get(path)
@@ -160,6 +184,13 @@ def apply_variants(c: ml_collections.ConfigDict, variant: str) -> ml_collections
       c.optimizer = "lamb"
     elif name == "packed":
       c.data.packing = True
+    elif name == "distill":
+      c.model.num_hidden_layers = max(1, c.model.num_hidden_layers // 2)
+      c.distill.init_layers = "every_other"
+      c.distill.temperature = 2.0
+      c.distill.mlm_soft = 5.0
+      c.distill.mlm_hard = 2.0
+      c.distill.hidden_cosine = 1.0
   return c
 
 

@@ -38,6 +38,8 @@ def _cases(tmp):
       # A field's old name (before it moved under config.data) names the new one.
       (pretrain + [f"--config.data_dir={tmp}/data"], "is now config.data.data_dir"),
       (["launch.benchmark", TINY, "--config.synthetic_data=True"], "config.data.synthetic"),
+      (pretrain + ["--config.data.synthetic=True", f"--config.distill.teacher={tmp}"],
+       f"teacher {tmp}: not a model directory"),
       (["launch.pretrain", TINY], "--workdir"),
       (pretrain + ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
        "--coordinator_address='localhost'"),

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from bert_jax import model as model_lib
+from bert_jax.distillation import losses as distill_losses
 
 Batch = Mapping[str, jax.Array]
 
@@ -59,6 +60,15 @@ class Task(abc.ABC):
             label_list: Sequence[str]) -> tuple[dict[str, float], str]:
     """(metrics, report table) of per-example `predictions` against `references` (both
     as the text side gives them)."""
+
+  def distill_loss(self, outputs: Any, teacher_outputs: Any, batch: Batch,
+                   temperature: float) -> tuple[jax.Array, jax.Array]:
+    """(mean float32 loss, number of scored items) of the student's `outputs` against a
+    fine-tuned teacher's on the same batch (task distillation). Default: one logit
+    vector per row, KL(teacher || student) at `temperature`, T^2-scaled."""
+    weights = sequence_weights(batch)
+    return (distill_losses.kl_divergence(outputs, teacher_outputs, temperature, weights),
+            jax.numpy.sum(weights))
 
   def head_matches(self, checkpoint_labels: Sequence[str] | None,
                    label_list: Sequence[str]) -> bool:

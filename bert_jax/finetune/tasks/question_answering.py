@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import model as model_lib
+from bert_jax.distillation import losses as distill_losses
 from bert_jax.finetune import qa_metrics
 from bert_jax.finetune.tasks import base
 
@@ -91,6 +92,20 @@ class QuestionAnswering(base.Task):
   def loss(self, outputs, batch):
     start, end = outputs
     return qa_loss(start, end, batch)
+
+  def distill_loss(self, outputs, teacher_outputs, batch, temperature):
+    """Mean of KL(teacher || student) on the start and on the end distributions, over
+    the window's real tokens (padding gets no probability on either side)."""
+    weights = base.sequence_weights(batch)
+    real = batch["attention_mask"] > 0
+
+    def kl(student, teacher):
+      neg = jnp.float32(-1e9)  # finite at any temperature, unlike finfo.min / T
+      return distill_losses.kl_divergence(
+          jnp.where(real, student.astype(jnp.float32), neg),
+          jnp.where(real, teacher.astype(jnp.float32), neg), temperature, weights)
+    (s_start, s_end), (t_start, t_end) = outputs, teacher_outputs
+    return 0.5 * (kl(s_start, t_start) + kl(s_end, t_end)), jnp.sum(weights)
 
   def predict(self, outputs) -> dict[str, jax.Array]:
     """Per window: start_logits, end_logits [B, L] float32."""

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from bert_jax.finetune import metrics as finetune_metrics
 from bert_jax import model as model_lib
+from bert_jax.distillation import losses as distill_losses
 from bert_jax.finetune.tasks import base
 
 
@@ -29,6 +30,12 @@ class Regression(base.Task):
     se = jnp.square(outputs.astype(jnp.float32)[:, 0] - batch["labels"].astype(jnp.float32))
     count = jnp.sum(weights)
     return jnp.sum(se * weights) / jnp.maximum(count, 1.0), count
+
+  def distill_loss(self, outputs, teacher_outputs, batch, temperature):
+    """Squared error to the teacher's value (a regression has no temperature)."""
+    weights = base.sequence_weights(batch)
+    return (distill_losses.mean_squared_error(outputs[:, 0], teacher_outputs[:, 0], weights),
+            jnp.sum(weights))
 
   def predict(self, outputs):
     """Values [B]."""

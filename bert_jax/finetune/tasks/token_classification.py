@@ -7,6 +7,7 @@ import optax
 from bert_jax import batch as batch_lib
 from bert_jax.finetune import metrics as finetune_metrics
 from bert_jax import model as model_lib
+from bert_jax.distillation import losses as distill_losses
 from bert_jax.finetune.tasks import base
 
 
@@ -30,6 +31,16 @@ class TokenClassification(base.Task):
     weights = valid.astype(jnp.float32)
     count = jnp.sum(weights)
     return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
+
+  def distill_loss(self, outputs, teacher_outputs, batch, temperature):
+    """KL per token, over the tokens that carry a tag (a word's first sub-token) when
+    the batch is labelled, else over every real token (unlabelled distillation rows)."""
+    if "labels" in batch:
+      weights = (batch["labels"] != batch_lib.IGNORE_INDEX).astype(jnp.float32)
+    else:
+      weights = batch["attention_mask"].astype(jnp.float32)
+    return (distill_losses.kl_divergence(outputs, teacher_outputs, temperature, weights),
+            jnp.sum(weights))
 
   def predict(self, outputs):
     """Tag ids [B, L]."""
