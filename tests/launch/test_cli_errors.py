@@ -59,8 +59,6 @@ def _cases(tmp):
       (["launch.inspect_data", f"--data_dir={tmp}", "--pair_mode=triples"], "--pair_mode"),
       (["launch.export", f"--workdir={tmp}/no-such-run", f"--output_dir={tmp}/hf"],
        f"{tmp}/no-such-run"),
-      (["launch.finetune", "--task=classification", f"--init_from={tmp}",
-        f"--output_dir={tmp}/ft", f"--train_file={tmp}/train.tsv"], "eval_file"),
       (["launch.benchmark", "--config=bert_jax/configs/huge.py"], "bert_jax/configs/huge.py"),
       (["launch.benchmark_data", "--num_workers=two"], "--num_workers"),
       (["launch.benchmark_hf_flax"], "--config"),

@@ -123,10 +123,11 @@ def test_prefix_attention_sees_prefixes_and_masks_padding():
   x = jnp.asarray(rng.normal(size=(2, 5, HIDDEN)), jnp.float32)
   lengths = np.array([5, 2])
   mask = model_lib.attention_mask_4d(jnp.asarray(np.arange(5)[None] < lengths[:, None]))
-  params = model_lib.nn.unbox(layer.init(jax.random.PRNGKey(0), x, mask,
+  ctx = {"mask": mask}  # the attention context (model.BertModel builds it)
+  params = model_lib.nn.unbox(layer.init(jax.random.PRNGKey(0), x, ctx,
                                          deterministic=True)["params"])
   params = jax.tree.map(lambda v: np.asarray(v) + rng.normal(size=v.shape) * 0.5, params)
-  out = np.asarray(layer.apply({"params": params}, x, mask, deterministic=True))
+  out = np.asarray(layer.apply({"params": params}, x, ctx, deterministic=True))
 
   def proj(name, h):
     return np.einsum("blh,hnd->blnd", h, params[name]["kernel"]) + params[name]["bias"]
@@ -144,11 +145,11 @@ def test_prefix_attention_sees_prefixes_and_masks_padding():
   # Padding attended by nobody: changing the padded tokens changes no real token's output.
   x2 = xs.copy()
   x2[1, 2:] = rng.normal(size=(3, HIDDEN)) * 10
-  out2 = np.asarray(layer.apply({"params": params}, jnp.asarray(x2), mask, deterministic=True))
+  out2 = np.asarray(layer.apply({"params": params}, jnp.asarray(x2), ctx, deterministic=True))
   np.testing.assert_allclose(out2[1, :2], out[1, :2], rtol=1e-6, atol=1e-6)
   # Packed rows' [B, 1, L, L] mask grows the same way.
   packed = model_lib.attention_mask_4d(None, jnp.asarray([[1, 1, 1, 2, 2], [1, 1, 0, 0, 0]]))
-  out3 = np.asarray(layer.apply({"params": params}, x, packed, deterministic=True))
+  out3 = np.asarray(layer.apply({"params": params}, x, {"mask": packed}, deterministic=True))
   np.testing.assert_allclose(out3[1, :2], out[1, :2], rtol=1e-5, atol=1e-5)
 
 
