@@ -8,12 +8,16 @@ calls `finetune.run`.
       --eval_file=dev.conll --output_dir=/tmp/ner --lora_rank=8
   python -m launch.finetune --task=classification --init_from=/tmp/sst2/best_model \
       --predict_file=test.tsv --output_dir=/tmp/sst2-test       # label new input
+  python -m launch.finetune --task=classification --init_from=HF_BERT_DIR \
+      --teacher=/tmp/sst2/best_model --distill_alpha=0.5 --distill_temperature=2 \
+      --distill_file=unlabelled.tsv --train_file=train.tsv --eval_file=dev.tsv \
+      --output_dir=/tmp/sst2-student   # task distillation (docs/distillation.md)
+  python -m launch.finetune --task=qa --init_from=HF_BERT_DIR --train_file=train-v2.0.json \
+      --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
 Without --train_file, a fine-tuned model directory's recorded task options (finetune.json:
 QA windows, columns, labels, max_seq_length, metric) are used where no flag is given; a
 line names those taken.
-  python -m launch.finetune --task=qa --init_from=HF_BERT_DIR --train_file=train-v2.0.json \
-      --eval_file=dev-v2.0.json --output_dir=/tmp/squad2 --version_2_with_negative
 
 One flag per `finetune_config.FinetuneConfig` field (declared there once, with its help
 text). The task's text side comes from `data_pipeline.finetune.tasks`. Prints the final

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bert_jax.finetune import distill
 from bert_jax.finetune import lora
 from bert_jax.finetune import peft as peft_lib
 from bert_jax.finetune import tasks as tasks_lib
@@ -96,6 +97,19 @@ class FinetuneConfig:
       None, "JAX's persistent compilation cache (docs/compilation_cache.md): a second run of "
       "the same shapes compiles nothing. Default: $BERT_JAX_COMPILATION_CACHE, else "
       "~/.cache/bert_jax/xla ($XDG_CACHE_HOME respected); none: off.")
+  # Task distillation (bert_jax/finetune/distill.py).
+  teacher: str | None = _field(
+      None, "Distil from this fine-tuned model of the same task and labels (a best_model "
+      "directory): loss = alpha x distill + (1 - alpha) x task loss.")
+  distill_alpha: float = _field(0.5, "Weight of the distillation term (0: plain fine-tuning).")
+  distill_temperature: float = _field(2.0, "Softmax temperature T of the distillation KL "
+                                      "(scaled by T^2).")
+  distill_file: str | None = _field(
+      None, "Unlabelled file of the task's format: extra rows that learn the teacher's soft "
+      "labels only.")
+  student_layers: str | None = _field(
+      None, "Build the student from init_from's own layers: 'every_other' (0,2,4,..., "
+      "DistilBERT's init) or indices '0,2,4'; with init_from=the teacher's directory.")
   # Question answering (--task=qa); BERT's run_squad.py defaults.
   version_2_with_negative: bool = _field(
       False, "QA: SQuAD v2.0, questions may have no answer (is_impossible).", text=True)
@@ -147,6 +161,7 @@ class FinetuneConfig:
     for name in ("adapter_size", "prefix_length"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name}={getattr(self, name)}: must be positive")
+    distill.check_options(self)
     metric = self.best_metric
     if metric not in task.metric_names:
       raise ValueError(f"metric_for_best={metric!r}: for task={self.task} choose one of "

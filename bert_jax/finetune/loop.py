@@ -65,6 +65,7 @@ from bert_jax import batch as batch_lib
 from bert_jax import compilation_cache
 from bert_jax.finetune import bucket_cost
 from bert_jax.finetune import bucketing
+from bert_jax.finetune import distill
 from bert_jax import fileio
 from bert_jax import interop
 from bert_jax.finetune import lora
@@ -114,13 +115,20 @@ def _forward(model, trainable, frozen, batch, lora_scale, *, deterministic, rng=
 
 
 def train_step(state: FinetuneState, frozen, batch, *, model, tx, schedule,
-               task: tasks_lib.Task, lora_scale):
-  """One AdamW step on the trained parameters (pure; jit it)."""
+               task: tasks_lib.Task | distill.Objective, lora_scale):
+  """One AdamW step on the trained parameters (pure; jit it). Distilling, `task` is a
+  `distill.Objective` and `frozen` is (the student's frozen params, the teacher's)."""
   rng = jax.random.fold_in(state.rng, state.step)
+  teacher_outputs = None
+  if isinstance(task, distill.Objective):  # the teacher's forward: no gradient reaches it
+    frozen, teacher_params = frozen
+    teacher_outputs = task.teacher_outputs(teacher_params, batch)
 
   def loss_fn(trainable):
     logits = _forward(model, trainable, frozen, batch, lora_scale, deterministic=False, rng=rng)
-    return task.loss(logits, batch)
+    if teacher_outputs is None:
+      return task.loss(logits, batch)
+    return task.loss(logits, batch, teacher_outputs)
 
   (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -154,6 +162,7 @@ class Setup:
   trainable_count: int
   total_count: int
   compile_seconds: float = 0.0       # wall time spent in `precompile` (cache loads included)
+  teacher: distill.TeacherModel | None = None  # frozen, never exported
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def precompile(self, jobs: list[tuple[str, tuple]]) -> None:
@@ -179,6 +188,11 @@ class Setup:
       with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         self._cache.update(zip(todo, pool.map(compile_one, todo.values())))
       self.compile_seconds += time.perf_counter() - start
+
+  @property
+  def train_frozen(self):
+    """The train step's frozen argument: the student's, and the teacher's when distilling."""
+    return self.frozen if self.teacher is None else (self.frozen, self.teacher.params)
 
   def step(self, name: str, *args):
     """Step `name` on `args`: the precompiled executable for their shapes, else the jit."""
@@ -280,7 +294,7 @@ def _init_state(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, train
 
 def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: dict,
           num_labels: int, mesh: jax.sharding.Mesh, num_train_steps: int,
-          head: dict | None = None) -> Setup:
+          head: dict | None = None, teacher: distill.TeacherModel | None = None) -> Setup:
   """Task model on `mesh` from the checkpoint's (NumPy) `pretrained` params.
 
   `head` ({"classifier": {...}} NumPy) replaces the fresh task head. Leaves the
@@ -309,9 +323,11 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
   batch_sharding = partitioning.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   train = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, task=task,
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                        task=task if teacher is None else teacher.objective,
                         lora_scale=lora_scale),
-      in_shardings=(state_shardings, frozen_shardings, batch_sharding),
+      in_shardings=(state_shardings, frozen_shardings if teacher is None else (
+          frozen_shardings, teacher.shardings), batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=0)
   predict = jax.jit(
       functools.partial(predict_step, model=model, task=task, lora_scale=lora_scale),
@@ -322,7 +338,7 @@ def build(cfg: FinetuneConfig, bert_config: model_lib.BertConfig, pretrained: di
                frozen=frozen, loaded=loaded, lora_scale=lora_scale,
                train=partitioning.in_mesh(train, mesh, rules),
                predict=partitioning.in_mesh(predict, mesh, rules), schedule=schedule,
-               num_train_steps=num_train_steps,
+               num_train_steps=num_train_steps, teacher=teacher,
                trainable_count=tree_lib.count_params(state.params),
                total_count=tree_lib.count_params(params) + tree_lib.count_params(
                    trainable.get("lora", {})))
@@ -450,12 +466,16 @@ class Files:
   train: EncodedData | None
   evaluation: EncodedData | None
   to_predict: EncodedData | None
+  distill_inputs: dict[str, np.ndarray] | None = None  # --distill_file's model inputs
 
 
 def _load_checkpoint(cfg: FinetuneConfig, text: TextSide):
   """(BertConfig, NumPy params, tokenizer, load report) of `cfg.init_from`, checked
   against each other and against `cfg.max_seq_length`."""
   bert_config, pretrained, report = interop.load_hf_with_report(cfg.init_from, dtype=cfg.dtype)
+  if cfg.student_layers:
+    bert_config, pretrained = distill.select_layers(bert_config, pretrained, cfg.student_layers,
+                                                    f"init_from={cfg.init_from}")
   try:
     tokenizer = text.load_tokenizer(cfg.init_from)
   except ValueError as e:
@@ -502,7 +522,9 @@ def _read_files(cfg: FinetuneConfig, text: TextSide, tokenizer, checkpoint_label
       evaluation=(encode(cfg.eval_file, text.read(cfg.eval_file, True)) if cfg.eval_file
                   else None),
       to_predict=(encode(cfg.predict_file, text.read(cfg.predict_file, False))
-                  if cfg.predict_file else None))
+                  if cfg.predict_file else None),
+      distill_inputs=(distill.unlabelled_arrays(encode(
+          cfg.distill_file, text.read(cfg.distill_file, False))) if cfg.distill_file else None))
 
 
 def _setup_for(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, bert_config, pretrained: dict,
@@ -530,10 +552,18 @@ def _setup_for(cfg: FinetuneConfig, mesh: jax.sharding.Mesh, bert_config, pretra
       files.evaluation.arrays["attention_mask"] if files.evaluation else None, cache_dir)
   cfg = dataclasses.replace(cfg, length_buckets=buckets)
   hits_before = compilation_cache.hits_and_misses()
-  total_steps = (epoch_steps(files.train.arrays, cfg.batch_size, cfg.length_buckets)
-                 * cfg.num_epochs if files.train else 1)
+  total_steps = (sum(epoch_steps(a, cfg.batch_size, cfg.length_buckets) for a in (
+      files.train.arrays, files.distill_inputs) if a is not None) * cfg.num_epochs
+                 if files.train else 1)
+  teacher = None
+  if cfg.teacher:
+    def place(model, config, source):  # every leaf is loaded: the key draws nothing
+      params, shardings, _, loaded = _load_params(cfg, model, config, mesh, source,
+                                                  jax.random.PRNGKey(cfg.seed))
+      return params, shardings, loaded
+    teacher = distill.load_teacher(cfg, files.label_list, bert_config, place)
   setup = build(cfg, bert_config, {k: v for k, v in pretrained.items() if k == "bert"},
-                max(len(files.label_list), 1), mesh, total_steps, head)
+                max(len(files.label_list), 1), mesh, total_steps, head, teacher)
   if jax.process_index() == 0:
     print(f"peft={cfg.peft_method}: trainable parameters {setup.trainable_count:,} of "
           f"{setup.total_count:,} ({100.0 * setup.trainable_count / setup.total_count:.2f}%)",
@@ -623,6 +653,7 @@ def _results(cfg: FinetuneConfig, setup: Setup, files: Files, best: Best, histor
   chosen = files.train is None or files.evaluation is not None  # train-only: no best epoch
   results = dict(task=cfg.task, best_epoch=best.epoch,
                  metric_for_best=cfg.best_metric if chosen else None,
+                 **distill.results(setup.teacher, cfg),
                  # A scorer's words (QA's "qa_metric": "cmrc") as they are, the numbers as eval_*.
                  **{k if isinstance(v, str) else f"eval_{k}": v for k, v in best.metrics.items()},
                  num_train_examples=len(train) if train else 0,
@@ -666,10 +697,12 @@ def _write_outputs(cfg: FinetuneConfig, setup: Setup, text: TextSide, files: Fil
 
 def _precompile(cfg: FinetuneConfig, setup: Setup, files: Files) -> None:
   """Every shape of the run at once: the train widths and the eval widths."""
-  state, train = setup.state, files.train
-  jobs = [("train", (state, setup.frozen, b)) for b in _one_batch_per_width(
-      setup, train.arrays, _eval_plan(train.arrays, cfg.batch_size, cfg.length_buckets),
-      cfg.batch_size)]
+  state = setup.state
+  jobs = [("train", (state, setup.train_frozen, b)) for arrays in (
+      files.train.arrays, files.distill_inputs) if arrays is not None
+          for b in _one_batch_per_width(
+              setup, arrays, _eval_plan(arrays, cfg.batch_size, cfg.length_buckets),
+              cfg.batch_size)]
   if files.evaluation is not None:
     inputs = {k: files.evaluation.arrays[k] for k in batch_lib.INPUT_KEYS}
     jobs += [("predict", (state.params, setup.frozen, b)) for b in _one_batch_per_width(
@@ -685,9 +718,9 @@ def _train_epoch(cfg: FinetuneConfig, setup: Setup, state: FinetuneState, files:
   step, start = clock
   total_steps = setup.num_train_steps
   losses = []
-  for batch in train_batches(files.train.arrays, cfg.batch_size, cfg.seed, epoch,
-                             cfg.length_buckets):
-    state, metrics = setup.step("train", state, setup.frozen, _to_device(setup, batch))
+  for batch in distill.mixed_batches(train_batches, files.train.arrays, files.distill_inputs,
+                                     cfg.batch_size, cfg.seed, epoch, cfg.length_buckets):
+    state, metrics = setup.step("train", state, setup.train_frozen, _to_device(setup, batch))
     losses.append(metrics["loss"])
     step += 1
     if step % cfg.log_every_steps == 0 or step == total_steps:
