@@ -52,10 +52,12 @@ def _setup(cfg):
   cfg.validate()
   cfg = cfg.with_task_defaults()
   mesh = partitioning.make_mesh(cfg.mesh_shape)
-  bert_config, pretrained, tokenizer = finetune._load_checkpoint(cfg, text)
+  bert_config, pretrained, tokenizer, _ = finetune._load_checkpoint(cfg, text)
   labels = finetune.finetune_export.checkpoint_labels(cfg.init_from)
   files = finetune._read_files(cfg, text, tokenizer, labels)
-  return finetune._setup_for(cfg, mesh, bert_config, pretrained, labels, files), files
+  _, setup, _, _ = finetune._setup_for(cfg, mesh, bert_config, pretrained, labels, files,
+                                       cache_dir=None)
+  return setup, files
 
 
 def test_teacher_is_frozen_and_outside_the_optimizer(tmp_path, files, teacher):

@@ -110,7 +110,7 @@ def test_prediction_takes_the_model_directorys_recorded_options(trained, tmp_pat
   from it without --train_file uses them where no flag is given, and says which."""
   from absl import flags
 
-  from launch import finetune as launcher
+  from tests.helpers import launchers
 
   tmp, _, _ = trained
   best = str(tmp / "out" / "best_model")
@@ -124,11 +124,10 @@ def test_prediction_takes_the_model_directorys_recorded_options(trained, tmp_pat
                        encoding="utf-8")
   argv = ["finetune", "--task=qa", f"--init_from={best}", f"--predict_file={questions}",
           f"--output_dir={tmp_path / 'out'}", "--max_query_length=6", "--length_buckets=1"]
-  flags.FLAGS(argv)
-  try:
+  # The launcher imported afresh, beside any launcher another test imported in this process.
+  with launchers.loaded("launch.finetune", argv[1:]) as launcher:
+    flags.FLAGS(argv)
     cfg = launcher.config_from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
   line = capsys.readouterr().out
   assert f"options from {best}/finetune.json" in line
   assert "doc_stride=16" in line and "max_seq_length=32" in line
