@@ -64,8 +64,11 @@ def loaded(module: str, args: list[str] = ()):
   finally:
     sys.argv = argv
     flags.FLAGS.unparse_flags()
+    # Only the launcher's own flags go: a library first imported by it (grain defines
+    # absl flags at import) keeps its flags, which it reads later in this process.
     for name in set(flags.FLAGS) - flag_names:
-      delattr(flags.FLAGS, name)
+      if (flags.FLAGS.find_module_defining_flag(name) or "").startswith("launch."):
+        delattr(flags.FLAGS, name)
     _forget(_launch_modules())
     for name, (flag, defined_in) in saved_flags.items():
       flags.FLAGS[name] = flag
