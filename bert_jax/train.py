@@ -493,15 +493,16 @@ def train_loop(setup: Setup, workdir: str, *, state: TrainState, host: HostState
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       source: batch_lib.PretrainingSource) -> dict[str, float]:
+                       source: batch_lib.PretrainingSource,
+                       mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
   """Pretrains per `config` on the batches of `source` (see `bert_jax.batch`; the
   launcher builds it from `config.data`, which this library never reads), writing
   metrics.jsonl, TensorBoard events, curves.png and checkpoints to `workdir`; returns
   the final eval metrics (plus the unigram baseline when trained on real data). Where
   it starts (workdir checkpoint, else `config.init_from`, else fresh) is decided in
   `checkpointing.manager.restore_or_initialize`. On SIGTERM it saves at the next step
-  boundary and returns `{"preempted_at_step": step}`."""
-  setup = build(config)
+  boundary and returns `{"preempted_at_step": step}`. `mesh`: as for `build`."""
+  setup = build(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   check_vocab(config, source)
   checkpointer = checkpoint_lib.Checkpointer(

@@ -6,9 +6,13 @@ the default device. Multi-device tests build their own meshes over
 """
 import os
 
+from tests.helpers import TEST_XLA_FLAGS, xla_flags
+
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+  os.environ["XLA_FLAGS"] = (_flags + " " + xla_flags(8)).strip()
+elif TEST_XLA_FLAGS not in _flags:
+  os.environ["XLA_FLAGS"] = f"{_flags} {TEST_XLA_FLAGS}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests make their own small data and never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,10 +23,11 @@ os.environ.setdefault("BERT_JAX_COMPILATION_CACHE", "none")
 
 
 # The longest files first: pytest-xdist hands whole files to the workers in collection
-# order, so starting with the multi-process jobs keeps them from being the last thing
-# running on one worker while the other sits idle.
-_LONGEST_FIRST = ("test_job_failure.py", "test_cli_errors.py", "test_multiprocess.py",
-                  "test_resume.py")
+# order (pyproject's --no-loadscope-reorder: its default would put the files with the most
+# tests first, and these one-test multi-process jobs last, running alone at the end while
+# the other worker sits idle).
+_LONGEST_FIRST = ("test_job_failure.py", "test_multiprocess.py", "test_pretraining_loop.py",
+                  "test_distill.py", "test_peft.py", "test_resume.py", "test_cli_errors.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

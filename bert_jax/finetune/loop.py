@@ -583,14 +583,16 @@ def _record_compilation(results: dict, cfg: FinetuneConfig, setup: Setup, costs,
                          steps=setup.num_train_steps if results["train_steps"] else 0)
 
 
-def run(cfg: FinetuneConfig, text: TextSide) -> dict:
+def run(cfg: FinetuneConfig, text: TextSide, mesh: jax.sharding.Mesh | None = None) -> dict:
   """Fine-tunes (or, without train_file, evaluates / predicts); returns the results
   written to eval_results.json (`history` holds every epoch's eval metrics). `text`
-  is the task's text side (`make_text_task` of the text package)."""
+  is the task's text side (`make_text_task` of the text package); `mesh` the devices to
+  run on (default: every device, laid out as `cfg.mesh_shape`), as `train.build` takes
+  one for pretraining."""
   cfg.validate()
   cfg = cfg.with_task_defaults()
   cache_dir = compilation_cache.configure(cfg.compilation_cache_dir)
-  mesh = partitioning.make_mesh(cfg.mesh_shape)
+  mesh = partitioning.make_mesh(cfg.mesh_shape) if mesh is None else mesh
   for name in ("batch_size", "eval_batch_size"):
     partitioning.check_batch_fits_mesh(f"{name}={getattr(cfg, name)}", getattr(cfg, name), mesh)
   bert_config, pretrained, tokenizer, report = _load_checkpoint(cfg, text)

@@ -77,7 +77,11 @@ def test_2x2x2_mesh_places_params_by_the_rules_and_matches_one_device():
     assert len(x.sharding.device_set) == 8
   kernel = params["bert"]["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]
   assert kernel.addressable_shards[0].data.shape == (64, 256)   # [128, 512] over fsdp=2, tensor=2
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), ref_params)
+  # The same random stream: equal up to rounding (the tests compile with LLVM's optimisations
+  # off, where the sharded and the one-device programs may round the truncated normal's
+  # last bit differently; see tests/helpers/__init__.py).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0),
+               jax.tree.map(np.asarray, params), ref_params)
 
   device_batch = partitioning.host_to_device(batch, mesh)
   assert device_batch["input_ids"].sharding.spec == PartitionSpec(("data", "fsdp"))

@@ -57,7 +57,7 @@ def test_bert_jax_source_never_names_data_pipeline():
 
 def test_every_module_imports_and_pretrains_synthetically_without_text_packages(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             XLA_FLAGS=helpers.xla_flags(2))
   result = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -85,7 +85,7 @@ def test_train_and_evaluate_writes_metrics_events_and_curves(tmp_path):
                                          log_every_steps=2, eval_every_steps=4,
                                          checkpoint_every_steps=0, mesh_shape=(2, 2, 2),
                                          num_micro_batches=2)
-  summary = pretrain_testlib.run_pretraining(config, str(tmp_path))
+  summary = pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
   records = metrics_lib.read_metrics(str(tmp_path))
   train_records = [r for r in records if "loss" in r]
   eval_records = [r for r in records if "eval_mlm_loss" in r]
@@ -116,25 +116,25 @@ def test_batch_not_divisible_by_data_parallel_devices(tmp_path):
   config = pretrain_testlib.small_config(**{"data.synthetic": True}, global_batch_size=12,
                                          eval_batch_size=16)
   with pytest.raises(ValueError, match=r"global_batch_size=12.*8 data-parallel devices"):
-    pretrain_testlib.run_pretraining(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
 
 
 def test_micro_batches_must_divide_over_devices(tmp_path):
   config = pretrain_testlib.small_config(**{"data.synthetic": True}, num_micro_batches=4)
   with pytest.raises(ValueError, match=r"micro-batches of 4 sequences"):
-    pretrain_testlib.run_pretraining(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
 
 
 def test_mesh_not_matching_device_count(tmp_path):
   config = pretrain_testlib.small_config(**{"data.synthetic": True}, mesh_shape=(3, 1, 1))
   with pytest.raises(ValueError, match=r"mesh_shape \(3, 1, 1\).*8 are available"):
-    pretrain_testlib.run_pretraining(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
 
 
 def test_missing_data_dir(tmp_path):
   config = pretrain_testlib.small_config(**{"data.data_dir": str(tmp_path / "nope")})
   with pytest.raises(FileNotFoundError, match="config.data.data_dir"):
-    pretrain_testlib.run_pretraining(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
 
 
 def test_data_vocabulary_larger_than_the_model(tmp_path, monkeypatch):
@@ -143,7 +143,7 @@ def test_data_vocabulary_larger_than_the_model(tmp_path, monkeypatch):
   monkeypatch.setattr(pretraining_source, "read_manifest", lambda d: {"vocab_size": 8192})
   config = pretrain_testlib.small_config(**{"data.data_dir": str(data_dir)})
   with pytest.raises(ValueError, match=r"vocabulary of 8192 ids.*config.model.vocab_size=512"):
-    pretrain_testlib.run_pretraining(config, str(tmp_path))
+    pretrain_testlib.run_pretraining(config, str(tmp_path), all_devices=True)
 
 
 def test_synthetic_batches_honour_the_contract():

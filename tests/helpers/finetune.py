@@ -98,8 +98,14 @@ def read_json(path):
     return json.load(f)
 
 
-def run(cfg):
-  """`finetune.run` with the task's text side, as launch.finetune calls it."""
+def run(cfg, all_devices=False):
+  """`finetune.run` with the task's text side, as launch.finetune calls it, on one device
+  unless `all_devices` (the 8 test devices, data parallel as a user's run is). Eight
+  simulated devices on a 2-core machine compile a partitioned program and run 8 shards
+  with their collectives for every step, which doubles a tiny run's time; the tests about
+  the mesh ask for it."""
   from bert_jax.finetune import loop as finetune
   from data_pipeline.finetune import tasks as text_tasks
-  return finetune.run(cfg, text_tasks.make_text_task(cfg.task, **cfg.text_options()))
+  from tests.helpers.pretrain import one_device_mesh
+  return finetune.run(cfg, text_tasks.make_text_task(cfg.task, **cfg.text_options()),
+                      mesh=None if all_devices else one_device_mesh())

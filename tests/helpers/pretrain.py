@@ -30,10 +30,13 @@ def small_config(**fields):
   return c
 
 
-def run_pretraining(config, workdir):
-  """`train.train_and_evaluate` on the source `config.data` names, as launch.pretrain runs it."""
+def run_pretraining(config, workdir, all_devices=False):
+  """`train.train_and_evaluate` on the source `config.data` names, as launch.pretrain runs
+  it, on one device unless `all_devices` (`config.mesh_shape` over the 8 test devices;
+  see helpers/finetune.run for why the others take one)."""
   return train.train_and_evaluate(config, workdir,
-                                  sources.make_pretraining_source(config, workdir))
+                                  sources.make_pretraining_source(config, workdir),
+                                  mesh=one_device_mesh() if not all_devices else None)
 
 
 def one_device_mesh():

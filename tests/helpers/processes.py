@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 
 # metrics.jsonl fields that depend on the machine's speed, not on the run.
 TIMING_KEYS = frozenset({"seq_per_sec", "tokens_per_sec", "mfu"})
@@ -27,7 +27,7 @@ def child_env(devices_per_process: int = 1, compilation_cache: str | None = None
   executables, so bit exactness is untouched; compilation is most of a restart's time)."""
   env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+             XLA_FLAGS=xla_flags(devices_per_process))
   for name in ("SLURM_JOB_ID", "JAX_COORDINATOR_ADDRESS", "PYTEST_CURRENT_TEST",
                "BERT_JAX_TEST_FAIL", "BERT_JAX_VERBOSE"):
     env.pop(name, None)

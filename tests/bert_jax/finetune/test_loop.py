@@ -27,7 +27,7 @@ def test_classification_learns_exports_and_predicts(tmp_path, hf_dir):
   dev = F.write_tsv(tmp_path / "dev.tsv", F.sentiment_rows(64, 1))
   cfg = _config(tmp_path, hf_dir, train_file=str(train), eval_file=str(dev),
                 predict_file=str(dev), num_epochs=6)
-  results = F.run(cfg)
+  results = F.run(cfg, all_devices=True)  # data parallel over the 8 test devices
   out = tmp_path / "out"
   assert results["eval_accuracy"] >= 0.9, results["history"]  # chance: 0.5
   assert results["trainable_parameters"] == results["total_parameters"]
@@ -63,7 +63,7 @@ def test_classification_learns_exports_and_predicts(tmp_path, hf_dir):
   ours = np.array([[p["probabilities"]["neg"], p["probabilities"]["pos"]] for p in preds[:16]])
   np.testing.assert_allclose(probs, ours, atol=1e-4)
 
-  # Without a train file: the exported head labels new input the same way.
+  # Without a train file (and on one device): the exported head labels new input the same way.
   again = F.run(finetune.FinetuneConfig(
       task="classification", init_from=best, output_dir=str(tmp_path / "again"),
       eval_file=str(dev), max_seq_length=16))
