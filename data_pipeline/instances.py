@@ -21,7 +21,7 @@ Per chunk (in NSP mode):
   (label 1). A one-sentence chunk is cut at its middle token.
 - none (RoBERTa-style full sentences within a document): one segment, label 0.
 - The pair is cut to `max_num_tokens` like `truncate_seq_pair`: tokens go from the longer
-  segment (A on ties), each from its front or back with probability 1/2. The number removed
+  segment (B on ties), each from its front or back with probability 1/2. The number removed
   from the front is Binomial(removed, 1/2), drawn exactly.
 
 One deliberate difference: BERT draws the short target once per document, so a short
@@ -158,14 +158,14 @@ class PairPlan:
 
 def _truncate_pair(la, lb, max_num_tokens):
   """Final lengths after BERT's truncate_seq_pair: one token at a time from the longer
-  segment, from A on ties (Python's max() returns the first of equals)."""
+  segment, from B on ties (`tokens_a if len(tokens_a) > len(tokens_b) else tokens_b`)."""
   excess = np.maximum(la + lb - max_num_tokens, 0)
   lo = np.minimum(la, lb)
   d = np.abs(la - lb)
   one_sided = d >= excess
-  rest = excess - d  # removed alternately once both are equal, A first
-  new_a = np.where(one_sided, np.where(la > lb, la - excess, la), lo - (rest + 1) // 2)
-  new_b = np.where(one_sided, np.where(la > lb, lb, lb - excess), lo - rest // 2)
+  rest = excess - d  # removed alternately once both are equal, B first
+  new_a = np.where(one_sided, np.where(la > lb, la - excess, la), lo - rest // 2)
+  new_b = np.where(one_sided, np.where(la > lb, lb, lb - excess), lo - (rest + 1) // 2)
   return new_a, new_b
 
 
@@ -185,6 +185,59 @@ def chunk_sentence_counts(index: DocumentIndex, starts: np.ndarray, seed: int, e
                  max_num_tokens_for(max_seq_length, pair_mode), short_seq_prob, pair_mode).k
 
 
+@dataclasses.dataclass(frozen=True)
+class _Segments:
+  """Per example, before truncation: A and B as coordinate ranges, B's document, label."""
+  a_start: np.ndarray
+  a_len: np.ndarray
+  doc_b: np.ndarray
+  b_start: np.ndarray
+  b_len: np.ndarray
+  label: np.ndarray
+
+
+def _untruncated(index: DocumentIndex, starts: np.ndarray, doc: np.ndarray, c: _Decisions,
+                 seed: int, epoch: int, pair_mode: str) -> _Segments:
+  """A and B of the examples named by `starts`, whole sentences, as BERT builds them."""
+  start = index.sent_bounds[starts]
+  total = index.run_length(starts, starts + c.k - 1)
+  la = index.run_length(starts, starts + c.a_end - 1)
+  zeros = np.zeros(len(starts), np.int64)
+  if pair_mode == "none":
+    return _Segments(start, la, doc, zeros, zeros, zeros)
+  if pair_mode == "sop":
+    # A lone sentence is cut in the middle so that both segments exist.
+    la = np.where(c.k == 1, np.maximum(total // 2, 1), la)
+    lb = total - la
+    swap = rnd.uniform(seed, epoch, rnd.IS_RANDOM_NEXT, starts) < 0.5
+    return _Segments(np.where(swap, start + la, start), np.where(swap, lb, la), doc,
+                     np.where(swap, start, start + la), np.where(swap, la, lb),
+                     swap.astype(np.int64))
+  u = lambda stream: rnd.uniform(seed, epoch, stream, starts)
+  other = rnd.randint(0, index.num_documents - 2, u(rnd.RANDOM_DOC))
+  other = other + (other >= doc)  # Uniform over documents other than this one.
+  other_first, other_end = index.doc_first_sent[other], index.doc_first_sent[other + 1]
+  rfirst = other_first + rnd.randint(0, other_end - other_first - 1, u(rnd.RANDOM_START))
+  rlast = index.reach(rfirst, other_end - 1, c.target - la)
+  return _Segments(start, la, np.where(c.is_random, other, doc),
+                   np.where(c.is_random, index.sent_bounds[rfirst], start + la),
+                   np.where(c.is_random, index.run_length(rfirst, rlast), total - la),
+                   c.is_random.astype(np.int64))
+
+
+def untruncated_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
+                      max_seq_length: int, short_seq_prob: float, pair_mode: str
+                      ) -> _Segments:
+  """The segments of the examples named by `starts` before `truncate_seq_pair`'s cut
+  (for statistics such as how often and how much truncation removes)."""
+  _check_mode(pair_mode)
+  starts = np.asarray(starts, dtype=np.int64)
+  doc = index.document_of(starts)
+  c = _decide(index, starts, doc, seed, epoch, max_num_tokens_for(max_seq_length, pair_mode),
+              short_seq_prob, pair_mode)
+  return _untruncated(index, starts, doc, c, seed, epoch, pair_mode)
+
+
 def plan_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
                max_seq_length: int, short_seq_prob: float, pair_mode: str) -> PairPlan:
   """Plans the examples named by their first sentences `starts` (from `epoch_examples`)."""
@@ -193,42 +246,16 @@ def plan_pairs(index: DocumentIndex, starts: np.ndarray, seed: int, epoch: int,
   max_num_tokens = max_num_tokens_for(max_seq_length, pair_mode)
   doc = index.document_of(starts)
   c = _decide(index, starts, doc, seed, epoch, max_num_tokens, short_seq_prob, pair_mode)
-  start = index.sent_bounds[starts]
-  total = index.run_length(starts, starts + c.k - 1)
-  la = index.run_length(starts, starts + c.a_end - 1)
-  zeros = np.zeros(len(starts), np.int64)
-
+  s = _untruncated(index, starts, doc, c, seed, epoch, pair_mode)
   if pair_mode == "none":
-    a_start, doc_b, b_start, lb, label = start, doc, zeros, zeros, zeros
-  elif pair_mode == "sop":
-    # A lone sentence is cut in the middle so that both segments exist.
-    la = np.where(c.k == 1, np.maximum(total // 2, 1), la)
-    lb = total - la
-    swap = rnd.uniform(seed, epoch, rnd.IS_RANDOM_NEXT, starts) < 0.5
-    a_start = np.where(swap, start + la, start)
-    b_start = np.where(swap, start, start + la)
-    la, lb = np.where(swap, lb, la), np.where(swap, la, lb)
-    doc_b, label = doc, swap.astype(np.int64)
+    new_a, new_b = np.minimum(s.a_len, max_num_tokens), s.b_len
   else:
-    u = lambda stream: rnd.uniform(seed, epoch, stream, starts)
-    other = rnd.randint(0, index.num_documents - 2, u(rnd.RANDOM_DOC))
-    other = other + (other >= doc)  # Uniform over documents other than this one.
-    other_first, other_end = index.doc_first_sent[other], index.doc_first_sent[other + 1]
-    rfirst = other_first + rnd.randint(0, other_end - other_first - 1, u(rnd.RANDOM_START))
-    rlast = index.reach(rfirst, other_end - 1, c.target - la)
-    a_start = start
-    doc_b = np.where(c.is_random, other, doc)
-    b_start = np.where(c.is_random, index.sent_bounds[rfirst], start + la)
-    lb = np.where(c.is_random, index.run_length(rfirst, rlast), total - la)
-    label = c.is_random.astype(np.int64)
-  new_a, new_b = (_truncate_pair(la, lb, max_num_tokens) if pair_mode != "none"
-                  else (np.minimum(la, max_num_tokens), zeros))
-
+    new_a, new_b = _truncate_pair(s.a_len, s.b_len, max_num_tokens)
   # The front share of the removed tokens, for A and B with independent bits.
-  front_a = rnd.binomial_half(la - new_a, seed, epoch, rnd.TRUNCATE, starts * 2)
-  front_b = rnd.binomial_half(lb - new_b, seed, epoch, rnd.TRUNCATE, starts * 2 + 1)
-  return PairPlan(doc, a_start + front_a, new_a, doc_b, b_start + front_b, new_b,
-                  label.astype(np.int32), c.is_short)
+  front_a = rnd.binomial_half(s.a_len - new_a, seed, epoch, rnd.TRUNCATE, starts * 2)
+  front_b = rnd.binomial_half(s.b_len - new_b, seed, epoch, rnd.TRUNCATE, starts * 2 + 1)
+  return PairPlan(doc, s.a_start + front_a, new_a, s.doc_b, s.b_start + front_b, new_b,
+                  s.label.astype(np.int32), c.is_short)
 
 
 def assemble(plan: PairPlan, gather: Callable[[np.ndarray, np.ndarray], tuple],

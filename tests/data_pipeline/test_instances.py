@@ -17,9 +17,11 @@ def _plan(mode="nsp", epoch=0, short=0.1, seed=0):
 
 
 def _bert_truncate(la, lb, max_num_tokens):
-  """truncate_seq_pair's lengths, one token at a time: max(a, b, key=len) is A on ties."""
+  """truncate_seq_pair's lengths, one token at a time: B on ties, as its
+  `tokens_a if len(tokens_a) > len(tokens_b) else tokens_b` (test_nsp_conformance checks
+  this against the reference's recorded outcomes)."""
   while la + lb > max_num_tokens:
-    if la >= lb:
+    if la > lb:
       la -= 1
     else:
       lb -= 1

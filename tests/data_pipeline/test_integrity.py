@@ -1,4 +1,5 @@
-"""Data integrity as properties, for the pretraining text formats (bert, lines, paragraphs).
+"""Data integrity as properties, for the pretraining text formats (bert, lines, paragraphs)
+and the TFDS text input source.
 
 Seeded random corpora (English words, Chinese characters, digits, punctuation) are written
 with the file-level accidents real corpora have: with and without a final newline, CRLF,
@@ -15,8 +16,10 @@ import random
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from data_pipeline import prepare as prepare_lib, records
+from data_pipeline.tfds_builder import build_local_tfds
 from data_pipeline.text.tokenizer import load_tokenizer, train_sentencepiece, train_wordpiece
 
 _WORDS = ["the", "model", "reads", "text", "BERT", "data", "Paris", "2018", "3.14", "e-mail"]
@@ -139,3 +142,80 @@ def test_every_document_once_and_tokens_decode_to_the_text(tmp_path, tokenizer_p
   assert collections.Counter(got) == collections.Counter(expected)
   if seed == 0:
     assert all(manifest["splits"][s]["documents"] for s in ("train", "eval"))
+
+
+class IntegrityExamples(tfds.core.GeneratorBasedBuilder):
+  """A TFDS text dataset of given examples, as a public one would hold them (no download)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def __init__(self, *, texts=(), **kwargs):
+    self._texts = list(texts)
+    super().__init__(**kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {"text": tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i, text in enumerate(self._texts):
+      yield i, {"text": text}
+
+
+def _tfds_texts(rng):
+  """Seeded documents as TFDS text features: sentences joined by LF, CRLF or a space (a
+  paragraph), with or without trailing newlines; some examples empty or blank. Returns
+  (texts, expected canonical documents, indices of the empty examples)."""
+  texts, expected, empty = [], [], []
+  for i in range(rng.randint(8, 14)):
+    if rng.random() < 0.2:
+      texts.append(rng.choice(["", "\n", " \r\n \n"]))
+      empty.append(i)
+      continue
+    doc = _documents(rng, 1)[0]
+    texts.append(rng.choice(["\n", "\r\n", " "]).join(doc) + rng.choice(["", "\n", "\n\n"]))
+    expected.append(_canonical("".join(doc)))
+  return texts, expected, empty
+
+
+@pytest.mark.filterwarnings("ignore:.*--text_format=paragraphs, but the file has no blank")
+@pytest.mark.parametrize("kind,seed", [("wordpiece", 0), ("sentencepiece", 1)])
+def test_tfds_every_example_once_and_tokens_decode_to_the_text(tmp_path, tokenizer_paths,
+                                                               kind, seed):
+  """TFDS text input: every non-empty example reaches exactly one split exactly once, each
+  empty one is counted with its place; local files through `build_local_tfds` (with the
+  file accidents above) too, their skipped files named by the builder."""
+  rng = random.Random(seed)
+  texts, expected, empty = _tfds_texts(rng)
+  tfds_dir = str(tmp_path / "tfds")
+  IntegrityExamples(texts=texts, data_dir=tfds_dir,
+                     file_format="array_record").download_and_prepare()
+  corpus_dir = tmp_path / "corpus"
+  corpus_dir.mkdir()
+  text_format = rng.choice(["bert", "lines", "paragraphs"])
+  pattern, file_expected, file_skipped = _corpus(corpus_dir, text_format, seed,
+                                                 huge_line=False)
+  spec, build_skips = build_local_tfds(pattern, tfds_dir, text_format)
+  for reason, path in file_skipped.items():
+    assert path in build_skips.examples[reason]
+  tok = load_tokenizer(tokenizer_paths[kind])
+  for name, want, gaps in (("integrity_examples:text", expected, empty),
+                           (spec, file_expected, [])):
+    out = str(tmp_path / name.split(":")[0])
+    manifest = prepare_lib.prepare(out, tokenizer_paths[kind], tfds_name=name,
+                                   options=prepare_lib.PrepareOptions(
+                                       tfds_data_dir=tfds_dir, eval_fraction=0.3,
+                                       docs_per_shard=3, progress=False))
+    assert manifest["input_documents"] == len(want)
+    got = [_canonical(tok.decode(ids)) for ids in _prepared_documents(out, manifest)]
+    assert collections.Counter(got) == collections.Counter(want)
+    # TFDS stores examples shuffled: a place is the example's index in the stored split.
+    source = tfds.data_source(name.split(":")[0], split="train", data_dir=tfds_dir)
+    blank = [i for i in range(len(source)) if not source[i]["text"].strip()]
+    assert len(blank) == len(gaps)
+    where = [f"tfds:{name.split(':')[0]}/train[{i}]" for i in blank]
+    assert manifest["skipped"].get("empty_tfds_example", {}).get("examples", []) == where
