@@ -164,8 +164,9 @@ def training_arguments(recipe: Recipe, num_windows: int, seed: int, output_dir: 
       weight_decay=recipe.weight_decay, adam_epsilon=recipe.adam_epsilon,
       max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="linear",
       warmup_steps=int(recipe.warmup_fraction * steps), save_strategy="no", report_to=[],
-      logging_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=seed, data_seed=seed,
-      disable_tqdm=True)
+      # A line (loss, learning rate, epoch) every 10 steps: a long CPU run shows its progress.
+      logging_strategy="steps", logging_steps=10, use_cpu=True, dataloader_num_workers=0,
+      seed=seed, data_seed=seed, disable_tqdm=True)
 
 
 def finetune_transformers(model_dir: str, train_file: str, eval_file: str, recipe: Recipe,
