@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from bert_jax.finetune import qa_reference
 from launch import cli
 
 _TASK = flags.DEFINE_enum("task", "classification", ["classification", "qa"], "Which data.")
@@ -165,32 +166,10 @@ def _hf_classification_data(tok, files, pad_to_max):
 
 
 def _hf_qa_data(tok, files, pad_to_max):
-  """run_qa's training features: question first, the context truncated and windowed,
-  answer positions from the offsets (every context here fits one window)."""
-  with open(files["train"]) as f:
-    squad = json.load(f)
-  qas = [(qa["question"], p["context"], qa["answers"][0])
-         for article in squad["data"] for p in article["paragraphs"] for qa in p["qas"]]
-  enc = tok([q for q, _, _ in qas], [c for _, c, _ in qas], truncation="only_second",
-            max_length=_seq_len(), stride=128, return_overflowing_tokens=True,
-            return_offsets_mapping=True, padding="max_length" if pad_to_max else False)
-  data = []
-  for i, offsets in enumerate(enc["offset_mapping"]):
-    _, _, answer = qas[enc["overflow_to_sample_mapping"][i]]
-    lo, hi = answer["answer_start"], answer["answer_start"] + len(answer["text"])
-    seq = enc.sequence_ids(i)
-    start = end = 0
-    for t, (a, b) in enumerate(offsets):
-      if seq[t] != 1:
-        continue
-      if a <= lo < b:
-        start = t
-      if a < hi <= b:
-        end = t
-    data.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                 "attention_mask": enc["attention_mask"][i], "start_positions": start,
-                 "end_positions": end})
-  return data
+  """run_qa's training features (bert_jax/finetune/qa_reference.py; every context here
+  fits one window)."""
+  return qa_reference.train_features(tok, qa_reference.read_squad(files["train"]), _seq_len(),
+                                     128, pad_to_max)
 
 
 def _theirs(model_dir, files, out, pad_to_max):

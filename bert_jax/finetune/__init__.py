@@ -15,6 +15,8 @@ Modules:
   metrics.py     GLUE / CoNLL metrics in NumPy; qa_metrics.py: SQuAD and CMRC scoring.
   lora.py        LoRA adapters kept outside the model (parameter-efficient training).
   bucketing.py   length-bucketed batches: a few widths, no compute on padding.
+  qa_reference.py  transformers' run_qa fine-tuning with our optimiser, the reference of
+                 the QA parity benchmark (launch/benchmark_qa_parity.py), and its table.
 
 Where new fine-tuning capabilities go:
   distillation   `finetune/distill.py`: a teacher's outputs as the loss target of the

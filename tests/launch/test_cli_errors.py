@@ -24,6 +24,8 @@ TINY = "--config=bert_jax/configs/tiny.py:tiny"
 def _cases(tmp):
   vocab = os.path.join(tmp, "vocab.txt")
   pretrain = ["launch.pretrain", TINY, f"--workdir={tmp}/run"]
+  qa_parity = ["launch.benchmark_qa_parity", f"--init_from={tmp}", f"--train_file={tmp}/a.txt",
+               f"--eval_file={tmp}/a.txt", f"--workdir={tmp}/qa"]
   prepare = ["launch.prepare_data", f"--tokenizer={vocab}", f"--output_dir={tmp}/prepared"]
   return [
       # (launcher and arguments, what the error line must name)
@@ -64,6 +66,12 @@ def _cases(tmp):
       (["launch.benchmark_hf_flax"], "--config"),
       (["launch.scaling_benchmark", "--max_devices=abc"], "--max_devices"),
       (["launch.scaling_benchmark", "extra-argument"], "extra-argument"),
+      (qa_parity + ["--sides=ours,pytorch"], "--sides=ours,pytorch"),
+      (qa_parity + ["--seeds=0,one"], "--seeds=0,one"),
+      (["launch.benchmark_qa_parity", f"--init_from={tmp}", f"--train_file={tmp}/no.json",
+        f"--eval_file={tmp}/a.txt", f"--workdir={tmp}/qa"], f"--train_file={tmp}/no.json"),
+      (["launch.benchmark_qa_parity", f"--init_from={tmp}", f"--train_file={tmp}/a.txt",
+        f"--eval_file={tmp}/a.txt"], "--workdir"),
       (["launch.plot"], "WORKDIR"),
       (["launch.plot", f"{tmp}/no-such-run"], f"{tmp}/no-such-run"),
   ]
