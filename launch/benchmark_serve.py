@@ -1,7 +1,7 @@
 r"""Load benchmark of the service, and raw prediction speed beside PyTorch and onnxruntime.
 
   python -m launch.benchmark_serve --model_dir=OUT/best_model --eval_file=dev.tsv \
-      [--in_flight=1,8,64 --requests=400 --max_batch=32 --max_wait_ms=5]
+      [--in_flight=1,8,64 --requests=400 --max_batch=32 --max_wait_ms=0]
 
 1. Starts `launch.serve` twice on a loopback port (dynamic batching at --max_batch, then
    batching off: --max_batch=1) and drives each over real HTTP with 1, 8, 64 clients in
@@ -31,7 +31,7 @@ _EVAL_FILE = flags.DEFINE_string("eval_file", None, "The task's labelled eval fi
 _IN_FLIGHT = flags.DEFINE_list("in_flight", ["1", "8", "64"], "Clients in flight.")
 _REQUESTS = flags.DEFINE_integer("requests", 400, "Requests per load level.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "The service's --max_batch.")
-_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "The service's --max_wait_ms.")
+_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 0.0, "The service's --max_wait_ms.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch of the raw-speed runs.")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "PyTorch intra-op threads (0: its "
                                      "default, one per core; on a shared machine its "
