@@ -1,11 +1,12 @@
 r"""Load benchmark of the service, and raw prediction speed beside PyTorch and onnxruntime.
 
   python -m launch.benchmark_serve --model_dir=OUT/best_model --eval_file=dev.tsv \
-      [--in_flight=1,8,64 --requests=400 --max_batch=32 --max_wait_ms=5]
+      [--in_flight=1,8,64 --requests=400 --max_batch=32 --max_wait_ms=0]
 
 1. Starts `launch.serve` twice on a loopback port (dynamic batching at --max_batch, then
    batching off: --max_batch=1) and drives each over real HTTP with 1, 8, 64 clients in
-   flight, each sending one eval-file text per request: requests/s, p50/p95/p99.
+   flight, each sending one eval-file text per request: requests/s, p50/p95/p99, and the
+   service's CPU time per request (Linux).
 2. On the eval file's rows, in the same batches of --batch_size (length-bucketed as the
    service pads them): rows/s of the StableHLO artifact (jax runtime), transformers'
    PyTorch model and onnxruntime (fp32 and int8), and each one's accuracy (classification)
@@ -31,7 +32,7 @@ _EVAL_FILE = flags.DEFINE_string("eval_file", None, "The task's labelled eval fi
 _IN_FLIGHT = flags.DEFINE_list("in_flight", ["1", "8", "64"], "Clients in flight.")
 _REQUESTS = flags.DEFINE_integer("requests", 400, "Requests per load level.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "The service's --max_batch.")
-_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "The service's --max_wait_ms.")
+_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 0.0, "The service's --max_wait_ms.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch of the raw-speed runs.")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "PyTorch intra-op threads (0: its "
                                      "default, one per core; on a shared machine its "
@@ -68,13 +69,27 @@ def _load_levels(artifact_dir, bodies, max_batch, in_flight):
     rows = []
     for n in in_flight:
       load.drive(url + "/predict", bodies, n, min(2 * n, 64))  # connections up, caches warm
-      rows.append(dict(max_batch=max_batch, **load.drive(url + "/predict", bodies, n,
-                                                         _REQUESTS.value)))
+      cpu = _cpu_seconds(proc.pid)
+      row = load.drive(url + "/predict", bodies, n, _REQUESTS.value)
+      if cpu is not None:
+        row["server_cpu_ms_per_request"] = 1000 * (_cpu_seconds(proc.pid) - cpu) / row["requests"]
+      rows.append(dict(max_batch=max_batch, **row))
       print(json.dumps(rows[-1]), flush=True)
     return rows
   finally:
     proc.send_signal(signal.SIGTERM)
     proc.wait(120)
+
+
+def _cpu_seconds(pid):
+  """CPU time (user + system, all threads) the process has used, from /proc (Linux); None
+  elsewhere. On a shared machine a request's CPU cost is steadier than its latency."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+  except OSError:
+    return None
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(url, proc):
@@ -142,11 +157,11 @@ def _first(out):
 
 
 def _table(load_rows, speed_rows) -> str:
-  lines = ["| max_batch | in flight | requests/s | p50 ms | p95 ms | p99 ms | errors |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| max_batch | in flight | requests/s | p50 ms | p95 ms | p99 ms | errors | "
+           "server CPU ms/request |", "|---|---|---|---|---|---|---|---|"]
   lines += [f"| {r['max_batch']} | {r['in_flight']} | {r['requests_per_s']:.1f} | "
-            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
-            for r in load_rows]
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+            f"{r.get('server_cpu_ms_per_request', float('nan')):.2f} |" for r in load_rows]
   lines += ["", "| engine | rows/s | ms/batch | accuracy | max abs diff vs artifact |",
             "|---|---|---|---|---|"]
   lines += [f"| {r['engine']} | {r['rows_per_s']:.0f} | {r['ms_per_batch']:.2f} | "
@@ -173,10 +188,12 @@ def main(argv):
     export_artifact.export(_MODEL_DIR.value, art, platforms=(runtime.current_platform(),))
     onnx_export.export(_MODEL_DIR.value, onnx_dir, quantize=True)
     bodies = _bodies(task, items)
+    load_start = os.getloadavg()[0]  # the machine's own load: the figures depend on it
     load_rows = (_load_levels(art, bodies, _MAX_BATCH.value, in_flight)
                  + _load_levels(art, bodies, 1, in_flight))
     speed_rows = _speed(_MODEL_DIR.value, art, onnx_dir, encoded, task)
-  print(f"{os.cpu_count()} CPU cores; task {task}; {len(items)} eval examples\n"
+  print(f"{os.cpu_count()} CPU cores, load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; task {task}; {len(items)} eval examples\n"
         + _table(load_rows, speed_rows), flush=True)
 
 

@@ -1,7 +1,7 @@
 r"""Serves a fine-tuned model over HTTP (JSON), with dynamic batching.
 
   python -m launch.serve --model_dir=OUT/best_model --port=8080
-  python -m launch.serve --artifact=ART --port=8080 [--max_batch=32 --max_wait_ms=5]
+  python -m launch.serve --artifact=ART --port=8080 [--max_batch=32 --max_wait_ms=0]
 
 --artifact: a StableHLO serving artifact (python -m launch.export_serving); without it,
 --model_dir is exported to one for this machine at start-up (in a temporary directory).
@@ -25,8 +25,10 @@ _ARTIFACT = flags.DEFINE_string("artifact", None, "A serving artifact directory 
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: all).")
 _PORT = flags.DEFINE_integer("port", 8080, "Port to listen on.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "Most rows per model call (1: batching off).")
-_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "Longest a request waits for others to "
-                                  "batch with, in milliseconds.")
+_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 0.0, "Longest a request that finds the model "
+                                  "idle waits for others to batch with, in milliseconds (requests "
+                                  "that arrive while the model is busy go together into its next "
+                                  "batch without waiting).")
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body (413 above).")
 _MAX_TEXTS = flags.DEFINE_integer("max_texts", 64, "Most texts (questions) per request (413).")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 20_000, "Most characters per text (413).")

@@ -1,5 +1,12 @@
-"""Dynamic batching: requests' rows gathered for at most `max_wait_ms` or `max_batch`
-rows, run in length buckets at shapes compiled up front, answered one by one.
+"""Dynamic batching: requests' rows run together in length buckets at shapes compiled
+up front, answered one by one.
+
+The model runs on a thread of its own, which takes the queue whenever it is free: a
+request that finds the model idle is dispatched at once (after waiting at most
+`max_wait_ms` for company; 0 by default), and the requests that arrive while a batch
+runs go together into the next one (up to `max_batch` rows), with no wait: they have
+waited already. So the batch size follows the load, one row when it is light, up to
+`max_batch` when requests queue, and nothing waits on the event loop between batches.
 
 Each row goes to the narrowest bucket width that holds it (a function of the row
 alone) and is trimmed to it; a bucket's rows are cut into chunks of at most
@@ -11,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -39,16 +46,28 @@ def _lengths(attention_mask: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class Stats:
-  batches: int = 0
-  rows: int = 0
+  batches: int = 0      # model calls
+  rows: int = 0         # rows run (padding rows not counted)
   padded_rows: int = 0
+  dispatches: int = 0   # takes of the queue (each runs one or more requests)
+  requests: int = 0
+
+
+@dataclasses.dataclass
+class _Item:
+  rows: dict[str, np.ndarray]
+  future: asyncio.Future
+  arrived: float  # time.monotonic() at submit
 
 
 class Batcher:
-  """`await submit(rows)` -> that request's row predictions (NumPy pytree, [n, ...])."""
+  """`await submit(rows)` -> that request's row predictions (NumPy pytree, [n, ...]).
+
+  `start()` on the serving event loop starts the model thread; `close()` answers what
+  is queued and stops it."""
 
   def __init__(self, artifact: runtime.Artifact, *, max_batch: int = 32,
-               max_wait_ms: float = 5.0, per_token: bool = False):
+               max_wait_ms: float = 0.0, per_token: bool = False):
     if max_batch < 1 or max_wait_ms < 0:
       raise ValueError(f"max_batch={max_batch} must be >= 1 and max_wait_ms={max_wait_ms} >= 0")
     self.artifact = artifact
@@ -58,60 +77,91 @@ class Batcher:
     self.max_len = int(artifact.manifest["max_seq_length"])
     self.sizes = batch_sizes(max_batch)
     self.stats = Stats()
-    self._pending: collections.deque = collections.deque()
-    self._arrived: asyncio.Event | None = None
-    self._device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
+    # A deque under a condition variable: the event loop appends and notifies, the
+    # model thread takes; the lock is never held while the model runs.
+    self._queue: collections.deque[_Item] = collections.deque()
+    self._queued_rows = 0
+    self._cond = threading.Condition()
+    self._stopping = False
+    self._loop: asyncio.AbstractEventLoop | None = None
+    self._thread: threading.Thread | None = None
 
   def warm_up(self) -> None:
     """Compiles every (batch size, width) the batcher can run: nothing compiles later."""
     self.artifact.compile([(b, w) for w in self.widths for b in self.sizes])
 
+  def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Starts the model thread; answers are handed to `loop` (default: the running one)."""
+    if self._thread is not None:
+      raise RuntimeError("the batcher is already running")
+    self._loop = loop or asyncio.get_running_loop()
+    self._thread = threading.Thread(target=self._serve, name="model", daemon=True)
+    self._thread.start()
+
   async def submit(self, rows: dict[str, np.ndarray]) -> Any:
-    if self._arrived is None:
+    if self._thread is None or self._stopping:
       raise RuntimeError("the batcher is not running")
-    future = asyncio.get_running_loop().create_future()
-    self._pending.append((rows, future))
-    self._arrived.set()
-    return await future
+    item = _Item(rows, self._loop.create_future(), time.monotonic())
+    with self._cond:
+      self._queue.append(item)
+      self._queued_rows += len(rows["input_ids"])
+      self._cond.notify()
+    return await item.future
 
-  async def run(self) -> None:
-    """The batching loop (a task on the server's event loop)."""
-    self._arrived = asyncio.Event()
-    loop = asyncio.get_running_loop()
+  def close(self) -> None:
+    """Answers what is queued, then stops the model thread (idempotent)."""
+    with self._cond:
+      self._stopping = True
+      self._cond.notify()
+    if self._thread is not None:
+      self._thread.join()
+
+  def _serve(self) -> None:
+    """The model thread: take, run, hand the answers to the event loop; again."""
     while True:
-      items = await self._gather()
-      try:
-        results = await loop.run_in_executor(self._device, self.execute,
-                                             [rows for rows, _ in items])
-      except Exception as e:  # pylint: disable=broad-except
-        for _, future in items:  # a failed batch answers its own requests only
-          if not future.done():
-            future.set_exception(e)
+      items = self._take()
+      if items is None:
+        return
+      if not items:
         continue
-      for (_, future), result in zip(items, results):
-        if not future.done():  # a client that went away cancelled its future
-          future.set_result(result)
-
-  async def _gather(self) -> list:
-    # A deque and an Event rather than asyncio.Queue: cancelling a timed-out wait on the
-    # Event can never lose a request (a timed-out Queue.get could, before Python 3.12).
-    while not self._pending:
-      self._arrived.clear()
-      await self._arrived.wait()
-    items, count = [], 0
-    deadline = time.monotonic() + self.max_wait
-    while True:
-      while self._pending and count < self.max_batch:
-        items.append(self._pending.popleft())
-        count += len(items[-1][0]["input_ids"])
-      remaining = deadline - time.monotonic()
-      if count >= self.max_batch or remaining <= 0:
-        return items
-      self._arrived.clear()
       try:
-        await asyncio.wait_for(self._arrived.wait(), remaining)
-      except asyncio.TimeoutError:
-        pass
+        results = self.execute([item.rows for item in items])
+        deliver = (_set_results, items, results)
+      except Exception as e:  # pylint: disable=broad-except
+        deliver = (_set_exception, items, e)  # a failed batch answers its own requests only
+      try:
+        self._loop.call_soon_threadsafe(*deliver)
+      except RuntimeError:  # the loop is closed: nobody is left to answer
+        return
+
+  def _take(self) -> list[_Item] | None:
+    """The next batch: what is queued, up to max_batch rows (a larger request alone);
+    None once stopping with nothing queued."""
+    with self._cond:
+      idle = not self._queue
+      while not self._queue:
+        if self._stopping:
+          return None
+        self._cond.wait()
+      if idle and self.max_wait > 0:  # the first request found the model idle
+        deadline = self._queue[0].arrived + self.max_wait
+        while self._queued_rows < self.max_batch and not self._stopping:
+          remaining = deadline - time.monotonic()
+          if remaining <= 0:
+            break
+          self._cond.wait(remaining)
+      items, count = [], 0
+      while self._queue and (not items or count + len(self._queue[0].rows["input_ids"])
+                             <= self.max_batch):
+        items.append(self._queue.popleft())
+        count += len(items[-1].rows["input_ids"])
+      self._queued_rows -= count
+    # Requests whose clients went away (their futures cancelled on the event loop; a
+    # read of the state from this thread is safe) are not run.
+    live = [item for item in items if not item.future.done()]
+    self.stats.dispatches += 1
+    self.stats.requests += len(live)
+    return live
 
   def execute(self, requests: list[dict[str, np.ndarray]]) -> list[Any]:
     """Row predictions of each request's rows (run on the model thread)."""
@@ -155,5 +205,14 @@ class Batcher:
         out[chunk] = piece
     return out
 
-  def close(self) -> None:
-    self._device.shutdown(wait=True)
+
+def _set_results(items: list[_Item], results: list[Any]) -> None:
+  for item, result in zip(items, results):
+    if not item.future.done():  # a client that went away cancelled its future
+      item.future.set_result(result)
+
+
+def _set_exception(items: list[_Item], error: Exception) -> None:
+  for item in items:
+    if not item.future.done():
+      item.future.set_exception(error)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bert_jax.serving import export_artifact
+from bert_jax.serving import load
 from bert_jax.serving import runtime
 from tests.helpers import REPO
 from tests.helpers import serving as S
@@ -87,6 +88,18 @@ def test_answers_do_not_depend_on_the_batch(classifier):
   rows = classifier.batcher.stats.rows - before[1]
   assert rows == 24 and batches < rows  # requests were batched with each other
 
+
+
+def test_the_load_client_drives_the_service(classifier):
+  """launch.benchmark_serve's client: pre-encoded bodies over one session, every answer
+  counted; at 4 in flight the batcher runs requests together."""
+  before = classifier.batcher.stats.dispatches, classifier.batcher.stats.requests
+  got = load.drive(classifier.url + "/predict", [{"texts": [t]} for t in TEXTS], 4, 24)
+  assert got["requests"] == 24 and got["errors"] == 0 and got["requests_per_s"] > 0
+  assert 0 < got["p50_ms"] <= got["p95_ms"] <= got["p99_ms"]
+  dispatches = classifier.batcher.stats.dispatches - before[0]
+  assert classifier.batcher.stats.requests - before[1] == 24 and dispatches < 24
+  assert load.drive(classifier.url + "/predict", [{"texts": []}], 1, 2)["errors"] == 2
 
 BAD = [  # (body, status, field)
     (b"{not json", 400, "body"),
