@@ -194,9 +194,10 @@ def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], i
     except user_errors() as e:
       _user_error(message(e), e)
     except Exception as e:  # pylint: disable=broad-except
+      from bert_jax.multihost import job_failure  # pylint: disable=import-outside-toplevel
+      job_failure.stop_if_a_peer_failed()  # the error is the failed peer's doing
       traceback.print_exc()
       sys.stderr.flush()
-      from bert_jax.multihost import job_failure  # pylint: disable=import-outside-toplevel
       _stop(BUG, job_failure.describe(e))
     if status:
       _stop(int(status), f"exited with status {status}")

@@ -116,14 +116,17 @@ class _Watchdog:
         os._exit(STOPPED_BY_PEER)
       failed.pop(self.process_id, None)
       if failed and not self.failing:
-        _call_with_timeout(
-            lambda: self.client.key_value_set(f"{_ACK}{self.process_id}", "1"), 5.0)
-        for index, reason in sorted(failed.items()):
-          _say(f"error: process {index} of {self.num_processes} failed: {reason}")
-        _say(f"error: stopping process {self.process_id} because process "
-             f"{min(failed)} failed")
-        _flush()
-        os._exit(STOPPED_BY_PEER)
+        self.stop_for(failed)
+
+  def stop_for(self, failed: dict[int, str]) -> None:
+    """Says which other processes failed and why, and leaves with STOPPED_BY_PEER."""
+    _call_with_timeout(
+        lambda: self.client.key_value_set(f"{_ACK}{self.process_id}", "1"), 5.0)
+    for index, reason in sorted(failed.items()):
+      _say(f"error: process {index} of {self.num_processes} failed: {reason}")
+    _say(f"error: stopping process {self.process_id} because process {min(failed)} failed")
+    _flush()
+    os._exit(STOPPED_BY_PEER)
 
   def start(self) -> None:
     self._thread.start()
@@ -160,6 +163,8 @@ def start(client, process_id: int, num_processes: int, *, poll_s: float = 1.0,
   previous_hook = sys.excepthook
 
   def excepthook(kind, value, tb):
+    if not issubclass(kind, KeyboardInterrupt):
+      stop_if_a_peer_failed()
     previous_hook(kind, value, tb)
     if issubclass(kind, KeyboardInterrupt):
       fail_job(130, "interrupted (KeyboardInterrupt)")
@@ -168,6 +173,23 @@ def start(client, process_id: int, num_processes: int, *, poll_s: float = 1.0,
   sys.excepthook = excepthook
   # Registered after jax's own exit handler, so it runs before jax's shutdown barrier.
   atexit.register(_at_exit)
+
+
+def stop_if_a_peer_failed() -> None:
+  """Called with an unexpected error in hand: when another process of the job has already
+  failed, the error is almost surely its consequence (a collective whose peer has left
+  fails before the watchdog's next poll), so this process stops as the watchdog would
+  (the peer's reason, STOPPED_BY_PEER, no traceback; never returns). Returns otherwise."""
+  w = _watchdog
+  if w is None or w.failing:
+    return
+  try:
+    failed = w.entries(_FAILED)
+  except Exception:  # pylint: disable=broad-except
+    return
+  failed.pop(w.process_id, None)
+  if failed:
+    w.stop_for(failed)
 
 
 def active() -> bool:

@@ -56,6 +56,11 @@ async def _errors(request: web.Request, handler):
     raise
   except asyncio.CancelledError:
     raise
+  except ConnectionResetError:
+    # The client went away mid-request (aiohttp's own class derives from this): nobody to
+    # answer, and not the service's fault.
+    logging.info("client disconnected before its request was read")
+    return _error(400, "the connection was lost before the request was read", "body")
   except Exception as e:  # pylint: disable=broad-except
     logging.exception("request failed")
     return _error(500, f"internal error: {type(e).__name__}: {e}")

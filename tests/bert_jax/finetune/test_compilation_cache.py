@@ -34,7 +34,7 @@ def test_second_run_compiles_nothing(tmp_path):
         eval_file=str(dev), max_seq_length=16, compilation_cache_dir="none"))
     assert off["compilation_cache_dir"] is None and jax.config.jax_compilation_cache_dir is None
   finally:
-    compilation_cache.configure("none")
+    compilation_cache.configure(None)  # back to the session's cache (tests/conftest.py)
 
 
 def test_resolve(monkeypatch):

@@ -150,3 +150,57 @@ def test_any_failure_ends_the_job_and_the_same_command_resumes(tmp_path):
     for k in b:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=f"step {b['step']} {k}")
 
+
+
+class _Store:
+  """The coordination service's key-value store, as job_failure reads and writes it."""
+
+  def __init__(self, entries):
+    self.entries = dict(entries)
+
+  def key_value_dir_get(self, prefix):
+    return [(k, v) for k, v in self.entries.items() if k.startswith(prefix)]
+
+  def key_value_set(self, key, value):
+    self.entries[key] = value
+
+
+class _Exited(Exception):
+  pass
+
+
+def _exit(status):
+  raise _Exited(status)
+
+
+@pytest.mark.parametrize("peer_failed", [True, False])
+def test_an_error_after_a_peer_failed_is_reported_as_its_consequence(monkeypatch, capsys,
+                                                                     peer_failed):
+  """Process 0 sits in a collective when process 1 fails and exits: the collective fails
+  here (gloo: connection closed by peer) before the watchdog's next poll. The launcher
+  then stops as the watchdog would (the peer's reason, status 3, no traceback); without
+  a failed peer the same error is a bug (traceback, status 1, reported to the job)."""
+  from bert_jax.multihost import job_failure
+  from launch import cli
+  reason = "ValueError: --config.data.data_dir='/x' does not exist"
+  store = _Store({"bert_jax/job/failed/1": reason} if peer_failed else {})
+  monkeypatch.setattr(job_failure, "_watchdog",
+                      job_failure._Watchdog(store, 0, 2, poll_s=60.0, grace_s=0.0))
+  monkeypatch.setattr(job_failure, "_flush", lambda: None)
+  monkeypatch.setattr(job_failure.os, "_exit", _exit)
+
+  def main(argv):
+    raise RuntimeError("UNKNOWN: Gloo AllGather failed: Connection closed by peer")
+
+  with pytest.raises(_Exited) as exited:
+    cli._guarded(main)(["launcher"])  # pylint: disable=protected-access
+  err = capsys.readouterr().err
+  if peer_failed:
+    assert exited.value.args == (job_failure.STOPPED_BY_PEER,)
+    assert err.splitlines() == [f"error: process 1 of 2 failed: {reason}",
+                                "error: stopping process 0 because process 1 failed"], err
+    assert store.entries["bert_jax/job/ack/0"] == "1"
+  else:
+    assert exited.value.args == (1,)
+    assert "Traceback" in err and "Gloo AllGather failed" in err
+    assert store.entries["bert_jax/job/failed/0"].startswith("RuntimeError: UNKNOWN: Gloo")
