@@ -122,9 +122,9 @@ def test_the_teacher_gets_no_gradient_and_layer_init_copies_the_named_layers(tea
   params = setup.init_state().params
   counts = distill_lib.global_counts(batch, np.float32(config.global_batch_size),
                                      np.float32(batch["masked_lm_weights"].sum()))
-  grads = jax.grad(lambda tp: distill_lib.micro_loss(
+  grads = jax.jit(jax.grad(lambda tp: distill_lib.micro_loss(
       run, setup.model, params, tp, batch, jax.random.PRNGKey(0), counts,
-      train.pretraining_losses)[0])(run.params)
+      train.pretraining_losses)[0]))(run.params)  # jitted: one compile, not one per op
   assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
   # Student layer 0 <- teacher layer 1; embeddings and heads copied; nothing else changed.
   init = jax.device_get(distill_lib.init_student(run, params, setup.shardings.params))
