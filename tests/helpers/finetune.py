@@ -35,6 +35,30 @@ def make_hf_dir(directory, seed=0):
   return directory
 
 
+def random_hf_dir(directory, vocab=None, seed=0):
+  """Like `make_hf_dir` (a tiny random BertForPreTraining; `vocab` defaults to the test
+  words), but drawn in NumPy: compiling Flax's initialisers on a 2-core CPU costs more
+  than the training this directory is for."""
+  from bert_jax import tree as tree_lib  # pylint: disable=import-outside-toplevel
+  vocab = vocab or SPECIALS + WORDS
+  config = tiny_config(len(vocab))
+  shapes = model_lib.nn.unbox(jax.eval_shape(
+      lambda rng: model_lib.BertForPreTraining(config).init(rng, **model_lib.dummy_inputs(config)),
+      jax.random.PRNGKey(0))["params"])
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if path[-1] in ("scale", "bias"):
+      return (np.ones if path[-1] == "scale" else np.zeros)(leaf.shape, np.float32)
+    return (rng.standard_normal(leaf.shape) * config.initializer_range).astype(np.float32)
+
+  interop.save_hf(config, tree_lib.unflatten({p: draw(p, x) for p, x in
+                                              tree_lib.flatten(shapes).items()}), directory)
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  return directory
+
+
 def sentiment_rows(n, seed):
   """One sentiment word among 3-8 fillers; the label is that word's polarity."""
   rng = np.random.default_rng(seed)

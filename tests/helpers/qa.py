@@ -41,36 +41,3 @@ def write_squad(path, paragraphs, version="v2.0"):
   with open(path, "w") as f:
     json.dump({"version": version, "data": [{"title": "synthetic", "paragraphs": paragraphs}]}, f)
   return str(path)
-
-
-def random_hf_dir(directory, seed=0):
-  """Like `finetune.make_hf_dir` (a tiny random BertForPreTraining with the test
-  vocab.txt), but drawn in NumPy: compiling Flax's initialisers on a 2-core CPU
-  costs more than the training this directory is for."""
-  import os
-
-  import jax
-
-  from bert_jax import interop
-  from bert_jax import model as model_lib
-  from bert_jax import tree as tree_lib
-
-  vocab = F.SPECIALS + F.WORDS
-  config = F.tiny_config(len(vocab))
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: model_lib.BertForPreTraining(config).init(rng, **model_lib.dummy_inputs(config)),
-      jax.random.PRNGKey(0))["params"])
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    if path[-1] == "scale":
-      return np.ones(leaf.shape, np.float32)
-    if path[-1] == "bias":
-      return np.zeros(leaf.shape, np.float32)
-    return (rng.standard_normal(leaf.shape) * config.initializer_range).astype(np.float32)
-
-  params = tree_lib.unflatten({p: draw(p, x) for p, x in tree_lib.flatten(shapes).items()})
-  interop.save_hf(config, params, directory)
-  with open(os.path.join(directory, "vocab.txt"), "w") as f:
-    f.write("\n".join(vocab) + "\n")
-  return directory

@@ -1,6 +1,6 @@
 """Tiny fine-tuned model directories for the serving tests, written without training.
 
-Random weights (drawn in NumPy, as `qa.random_hf_dir` does) saved by the fine-tuning
+Random weights (drawn in NumPy, as `finetune.random_hf_dir` does) saved by the fine-tuning
 export itself (`finetune.export.save_model`): the same config.json, weights, tokenizer
 files and finetune.json as OUT/best_model of a run, in a fraction of a second. The
 vocabulary holds the test words plus a few Chinese characters, so that Chinese text

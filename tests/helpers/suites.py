@@ -212,29 +212,3 @@ def chinese_vocab():
                      "。，？哪里什么时候上海深圳晚上很高兴" + "叶老桂工作浙商银行企业信贷部我们喜欢"
                      "一石二鸟画蛇添足守株待兔这样做真是多此举后来了＿你好再见"))
   return F.SPECIALS + chars
-
-
-def random_hf_dir(directory, vocab, seed=0):
-  """A tiny random BERT (drawn in NumPy, as `qa.random_hf_dir`) with `vocab` as vocab.txt."""
-  import jax
-
-  from bert_jax import interop
-  from bert_jax import model as model_lib
-  from bert_jax import tree as tree_lib
-
-  config = F.tiny_config(len(vocab))
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: model_lib.BertForPreTraining(config).init(rng, **model_lib.dummy_inputs(config)),
-      jax.random.PRNGKey(0))["params"])
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    if path[-1] in ("scale", "bias"):
-      return (np.ones if path[-1] == "scale" else np.zeros)(leaf.shape, np.float32)
-    return (rng.standard_normal(leaf.shape) * config.initializer_range).astype(np.float32)
-
-  interop.save_hf(config, tree_lib.unflatten({p: draw(p, x) for p, x in
-                                              tree_lib.flatten(shapes).items()}), directory)
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
-  return directory

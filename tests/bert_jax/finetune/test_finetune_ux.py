@@ -28,7 +28,7 @@ def _vocab():
 def zh_dir(tmp_path_factory):
   """A tiny random checkpoint with a bert-base-chinese-like vocabulary (a token per
   character)."""
-  directory = Q.random_hf_dir(str(tmp_path_factory.mktemp("zh_qa")))
+  directory = F.random_hf_dir(str(tmp_path_factory.mktemp("zh_qa")))
   with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
     f.write("\n".join(_vocab() + [f"[unused{i}]" for i in range(len(F.WORDS) - len(_vocab())
                                                                + len(F.SPECIALS))]) + "\n")
@@ -178,7 +178,7 @@ def test_the_unk_rate_of_each_file_is_reported_and_warned_above_prepares_thresho
     assert f"{tmp / name}: 0.00% of " in stdout
   assert "warning:" not in stdout
   train = Q.write_squad(tmp_path / "train.json", zh_paragraphs(8, 5))
-  english = Q.random_hf_dir(str(tmp_path / "en"))
+  english = F.random_hf_dir(str(tmp_path / "en"))
   F.run(_config(tmp_path, english, train_file=train))
   lines = [ln for ln in capsys.readouterr().out.splitlines() if "[UNK]" in ln]
   assert len(lines) == 1 and lines[0].startswith(f"warning: {train}: ")

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from bert_jax.finetune import loop as finetune
-from tests.data_pipeline.finetune.test_multiple_choice_text import write_swag
 from tests.helpers import finetune as F
-from tests.helpers import qa as Q
+from tests.helpers.multiple_choice import write_swag
 
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-  return Q.random_hf_dir(str(tmp_path_factory.mktemp("init")))
+  return F.random_hf_dir(str(tmp_path_factory.mktemp("init")))
 
 
 def swag_rows(n, seed):

@@ -18,7 +18,7 @@ from tests.helpers import qa as Q
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-  return Q.random_hf_dir(str(tmp_path_factory.mktemp("init")))
+  return F.random_hf_dir(str(tmp_path_factory.mktemp("init")))
 
 
 def _config(tmp_path, hf_dir, **kw):

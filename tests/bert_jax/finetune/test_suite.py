@@ -27,7 +27,7 @@ def test_glue_runs_scores_submits_and_resumes(tmp_path, capsys):
   S.write_glue(str(root))
   shutil.rmtree(root / "QNLI")                                    # a task without its files
   (root / "RTE" / "train.tsv").write_text("premise\thypothesis\tlabel\na\tb\tentailment\n")
-  init = S.random_hf_dir(str(tmp_path / "init"), F.SPECIALS + F.WORDS)
+  init = F.random_hf_dir(str(tmp_path / "init"), F.SPECIALS + F.WORDS)
   cfg = _config(root, init, tmp_path / "out", "glue", ("MRPC", "STS-B", "QNLI", "RTE"))
   results = suite_lib.run_suite(cfg, suites.get("glue"), text_tasks.make_text_task)
   out = tmp_path / "out"
@@ -68,7 +68,7 @@ def test_glue_runs_scores_submits_and_resumes(tmp_path, capsys):
 def test_clue_afqmc_in_chinese(tmp_path):
   root = tmp_path / "clue_data"
   S.write_clue(str(root))
-  init = S.random_hf_dir(str(tmp_path / "init"), S.chinese_vocab())
+  init = F.random_hf_dir(str(tmp_path / "init"), S.chinese_vocab())
   cfg = _config(root, init, tmp_path / "out", "clue", ("AFQMC",))
   results = suite_lib.run_suite(cfg, suites.get("clue"), text_tasks.make_text_task)
   afqmc = results["tasks"]["AFQMC"]

@@ -7,21 +7,7 @@ from data_pipeline.finetune import readers as fd
 from data_pipeline.finetune.tasks import multiple_choice as mc
 from data_pipeline.text.tokenizer import load_tokenizer
 from tests.helpers import cjk
-
-SWAG_HEADER = ("video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,"
-               "ending3,label")
-
-
-def write_swag(path, rows, labelled=True):
-  """rows: (sent1, sent2, [4 endings], label)."""
-  header = SWAG_HEADER if labelled else SWAG_HEADER[:-len(",label")]
-  with open(path, "w") as f:
-    f.write(header + "\n")
-    for i, (s1, s2, endings, label) in enumerate(rows):
-      cells = [f"anetv_{i}", str(100 + i), f"{s1} {s2}", s1, s2, "gold"] + list(endings)
-      f.write(",".join(cells + ([str(label)] if labelled else [])) + "\n")
-  return str(path)
-
+from tests.helpers.multiple_choice import write_swag
 
 C3 = [[["小明在北京学习中文。", "他每天早上去图书馆。"],
        [{"question": "小明在哪里学习？", "choice": ["在上海", "在北京", "在深圳"], "answer": "在北京"},
