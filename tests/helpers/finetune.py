@@ -59,6 +59,20 @@ def random_hf_dir(directory, vocab=None, seed=0):
   return directory
 
 
+
+def numpy_params(module, config, seed, scale=0.05):
+  """Random parameters of `module` (a task model of `config`), drawn in NumPy: normal
+  with `scale`, LayerNorm scales around 1. Compiling Flax's initialisers costs more CPU
+  time than the parity tests that use these."""
+  from bert_jax import tree as tree_lib  # pylint: disable=import-outside-toplevel
+  shapes = model_lib.nn.unbox(jax.eval_shape(
+      lambda rng: module.init(rng, **model_lib.dummy_inputs(config, 1, 8, None)),
+      jax.random.PRNGKey(0))["params"])
+  rng = np.random.default_rng(seed)
+  flat = {path: (rng.standard_normal(x.shape) * scale + (path[-1] == "scale")).astype(np.float32)
+          for path, x in tree_lib.flatten(shapes).items()}
+  return tree_lib.unflatten(flat)
+
 def sentiment_rows(n, seed):
   """One sentiment word among 3-8 fillers; the label is that word's polarity."""
   rng = np.random.default_rng(seed)

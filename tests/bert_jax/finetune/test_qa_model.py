@@ -8,6 +8,7 @@ from bert_jax import interop
 from bert_jax import model as model_lib
 from bert_jax.finetune import tasks
 from bert_jax import tree as tree_lib
+from tests.helpers import finetune as F
 
 CONFIG = model_lib.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
                               num_attention_heads=2, intermediate_size=64,
@@ -35,15 +36,7 @@ def _ours(params, ids, types, mask):
 
 
 def _fresh(seed):
-  """Random parameters of the right shapes, drawn in NumPy: compiling Flax's
-  initialisers costs more CPU time than this whole test should."""
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: MODEL.init(rng, **model_lib.dummy_inputs(CONFIG, 1, 8, None)),
-      jax.random.PRNGKey(0))["params"])
-  rng = np.random.default_rng(seed)
-  flat = {path: (rng.standard_normal(x.shape) * 0.05 + (path[-1] == "scale")).astype(np.float32)
-          for path, x in tree_lib.flatten(shapes).items()}
-  return tree_lib.unflatten(flat)
+  return F.numpy_params(MODEL, CONFIG, seed)
 
 
 def test_head_shapes_and_names():
