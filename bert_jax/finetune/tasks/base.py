@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 
 from bert_jax import model as model_lib
 from bert_jax.distillation import losses as distill_losses
@@ -90,3 +91,13 @@ class Task(abc.ABC):
 def sequence_weights(batch: Batch) -> jax.Array:
   """[B] float32: 1 for real rows, 0 for padding rows (which have no [CLS])."""
   return batch["attention_mask"][:, 0].astype(jax.numpy.float32)
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
+                           ) -> tuple[jax.Array, jax.Array]:
+  """(mean softmax cross-entropy over the entries with weight 1, their count): a task
+  loss as `Task.loss` returns it. `labels` must be valid class ids where the weight is 0
+  too (any id: those entries are left out)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jax.numpy.float32), labels)
+  count = jax.numpy.sum(weights)
+  return jax.numpy.sum(ce * weights) / jax.numpy.maximum(count, 1.0), count

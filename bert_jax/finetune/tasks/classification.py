@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from bert_jax.finetune import metrics as finetune_metrics
 from bert_jax import model as model_lib
@@ -21,11 +20,7 @@ class Classification(base.Task):
     return model_lib.BertForSequenceClassification(config, num_labels)
 
   def loss(self, outputs, batch):
-    logits = outputs.astype(jnp.float32)
-    weights = base.sequence_weights(batch)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-    count = jnp.sum(weights)
-    return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
+    return base.weighted_cross_entropy(outputs, batch["labels"], base.sequence_weights(batch))
 
   def predict(self, outputs):
     """Class probabilities [B, K]."""

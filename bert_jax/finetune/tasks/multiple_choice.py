@@ -18,10 +18,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from bert_jax import model as model_lib
-from bert_jax import partitioning as P
+from bert_jax import partitioning
 from bert_jax.finetune import metrics as finetune_metrics
 from bert_jax.finetune.tasks import base
 
@@ -47,7 +46,9 @@ class BertForMultipleChoice(nn.Module):
     _, pooled = model_lib.BertModel(self.config, name="bert")(
         flat(input_ids), flat(token_type_ids), flat(attention_mask), deterministic=deterministic)
     pooled = nn.Dropout(self.config.hidden_dropout_prob)(pooled, deterministic=deterministic)
-    logits = model_lib._dense(self.config, 1, P.EMBED, P.CLASSES, "classifier")(pooled)  # pylint: disable=protected-access
+    head = model_lib._dense(self.config, 1, partitioning.EMBED, partitioning.CLASSES,  # pylint: disable=protected-access
+                            "classifier")
+    logits = head(pooled)
     logits = logits.reshape(batch, num_choices)
     real = attention_mask[:, :, 0] > 0  # a candidate without [CLS] is padding
     return jnp.where(real, logits, jnp.asarray(_MISSING, logits.dtype))
@@ -76,11 +77,8 @@ class MultipleChoice(base.Task):
 
   def loss(self, outputs, batch):
     """Cross-entropy over the candidates; `labels` [B] is the right candidate's index."""
-    logits = outputs.astype(jnp.float32)
     weights = batch["attention_mask"][:, 0, 0].astype(jnp.float32)  # padding rows: 0
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-    count = jnp.sum(weights)
-    return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
+    return base.weighted_cross_entropy(outputs, batch["labels"], weights)
 
   def predict(self, outputs):
     """Probabilities over the candidates [B, N]."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from bert_jax import batch as batch_lib
 from bert_jax.finetune import metrics as finetune_metrics
@@ -24,13 +23,10 @@ class TokenClassification(base.Task):
 
   def loss(self, outputs, batch):
     """Scores the tokens whose label is not IGNORE_INDEX (a word's first sub-token)."""
-    logits = outputs.astype(jnp.float32)
     labels = batch["labels"]
     valid = labels != batch_lib.IGNORE_INDEX
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
-    weights = valid.astype(jnp.float32)
-    count = jnp.sum(weights)
-    return jnp.sum(ce * weights) / jnp.maximum(count, 1.0), count
+    return base.weighted_cross_entropy(outputs, jnp.where(valid, labels, 0),
+                                       valid.astype(jnp.float32))
 
   def distill_loss(self, outputs, teacher_outputs, batch, temperature):
     """KL per token, over the tokens that carry a tag (a word's first sub-token) when
