@@ -7,6 +7,7 @@ import numpy as np
 
 from bert_jax import interop
 from bert_jax import model as model_lib
+from bert_jax import tree as tree_lib
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = ["good", "great", "fine", "nice"]
@@ -35,16 +36,19 @@ def make_hf_dir(directory, seed=0):
   return directory
 
 
+def param_shapes(module, inputs):
+  """`module`'s parameter tree as shapes (nothing computed, nothing compiled)."""
+  return model_lib.nn.unbox(jax.eval_shape(
+      lambda rng: module.init(rng, **inputs), jax.random.PRNGKey(0))["params"])
+
+
 def random_hf_dir(directory, vocab=None, seed=0):
   """Like `make_hf_dir` (a tiny random BertForPreTraining; `vocab` defaults to the test
   words), but drawn in NumPy: compiling Flax's initialisers on a 2-core CPU costs more
   than the training this directory is for."""
-  from bert_jax import tree as tree_lib  # pylint: disable=import-outside-toplevel
   vocab = vocab or SPECIALS + WORDS
   config = tiny_config(len(vocab))
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: model_lib.BertForPreTraining(config).init(rng, **model_lib.dummy_inputs(config)),
-      jax.random.PRNGKey(0))["params"])
+  shapes = param_shapes(model_lib.BertForPreTraining(config), model_lib.dummy_inputs(config))
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):
@@ -59,19 +63,16 @@ def random_hf_dir(directory, vocab=None, seed=0):
   return directory
 
 
-
 def numpy_params(module, config, seed, scale=0.05):
   """Random parameters of `module` (a task model of `config`), drawn in NumPy: normal
   with `scale`, LayerNorm scales around 1. Compiling Flax's initialisers costs more CPU
   time than the parity tests that use these."""
-  from bert_jax import tree as tree_lib  # pylint: disable=import-outside-toplevel
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: module.init(rng, **model_lib.dummy_inputs(config, 1, 8, None)),
-      jax.random.PRNGKey(0))["params"])
+  shapes = param_shapes(module, model_lib.dummy_inputs(config, 1, 8, None))
   rng = np.random.default_rng(seed)
   flat = {path: (rng.standard_normal(x.shape) * scale + (path[-1] == "scale")).astype(np.float32)
           for path, x in tree_lib.flatten(shapes).items()}
   return tree_lib.unflatten(flat)
+
 
 def sentiment_rows(n, seed):
   """One sentiment word among 3-8 fillers; the label is that word's polarity."""

@@ -49,8 +49,7 @@ def make_model_dir(directory, task, max_seq_length=32, seed=0):
     t = tasks_lib.get(task)
     module = t.model(config, max(len(LABELS[task]), 1))
     inputs = model_lib.dummy_inputs(config, 1, 8, None)
-  shapes = model_lib.nn.unbox(jax.eval_shape(
-      lambda rng: module.init(rng, **inputs), jax.random.PRNGKey(0))["params"])
+  shapes = F.param_shapes(module, inputs)
   params = jax.tree.map(jax.numpy.asarray, _draw(shapes, seed))
   os.makedirs(directory, exist_ok=True)
   vocab_path = os.path.join(directory, "vocab.txt")
