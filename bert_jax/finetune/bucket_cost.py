@@ -3,8 +3,8 @@
 Each extra width saves the padding the narrower batches no longer compute, and costs a
 train and an eval step compilation. On a short run compilation wins; on a long one the
 padding does; with the persistent compilation cache warm, a width compiled before is
-nearly free. So for k = 1..MAX_BUCKETS (1: every batch at max_seq_length; k > 1: the k
-widths `bucketing.bucket_widths` fits to the data) the run's seconds are estimated as
+nearly free. So for k = 1..MAX_BUCKETS (the k widths `bucketing.bucket_widths` fits to the
+data; 1: every batch at the longest example's width) the run's seconds are estimated as
 
   sum over the run's batches (train and eval, every epoch) of the batch's FLOPs / rate
   + compile seconds of each (train | eval, width) shape not compiled on this machine before

@@ -20,7 +20,8 @@ def bucket_widths(lengths: np.ndarray, max_seq_length: int, num_buckets: int = 4
                   multiple: int = 8) -> tuple[int, ...]:
   """The at most `num_buckets` widths (multiples of `multiple`, at most max_seq_length)
   that minimise the tokens computed for these example `lengths`, each example padded to
-  the narrowest width that holds it. One bucket is padding to max_seq_length.
+  the narrowest width that holds it. One bucket is the longest example's width (rounded
+  up): every batch at one shape, none of it wider than the data needs.
 
   Fitted to the data rather than fixed fractions of max_seq_length: on 8-22-token
   sentences at 128 the widths come out (16, 24), not (16, 32, 64, 128); on SQuAD-sized
@@ -31,7 +32,7 @@ def bucket_widths(lengths: np.ndarray, max_seq_length: int, num_buckets: int = 4
   if num_buckets < 1:
     raise ValueError(f"num_buckets={num_buckets} must be >= 1")
   lengths = np.asarray(lengths, np.int64)
-  if num_buckets == 1 or not len(lengths):
+  if not len(lengths):
     return (max_seq_length,)
   if lengths.max() > max_seq_length:
     raise ValueError(f"an example of {lengths.max()} tokens is longer than max_seq_length "

@@ -92,7 +92,7 @@ class FinetuneConfig:
       0, "Batch widths: 0 = as many as pay for their compilation, by a cost model of the run "
       "(padding FLOPs saved against measured compile seconds; bert_jax/finetune/bucket_cost.py); "
       "N >= 1: at most N widths fitted to each file's lengths (bucketing.py); 1: every batch "
-      "padded to max_seq_length.")
+      "at the file's longest example's width.")
   compilation_cache_dir: str | None = _field(
       None, "JAX's persistent compilation cache (docs/compilation_cache.md): a second run of "
       "the same shapes compiles nothing. Default: $BERT_JAX_COMPILATION_CACHE, else "

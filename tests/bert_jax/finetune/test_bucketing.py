@@ -17,16 +17,17 @@ def _padded_tokens(lengths, widths):
 
 def test_widths_are_the_least_padding_choice_of_at_most_k():
   """The widths minimise the tokens computed over all choices of <= k multiples of 8
-  (checked by brute force), and one bucket pads to max_seq_length."""
+  (checked by brute force), and one bucket is the longest example's width."""
   import itertools
 
   rng = np.random.default_rng(3)
   sentences = rng.integers(8, 23, 400)  # 8-22 tokens: short sentences at L=128
-  assert bucketing.bucket_widths(sentences, L, 1) == (L,)
+  assert bucketing.bucket_widths(sentences, L, 1) == (24,)  # not L: nothing needs it
+  assert bucketing.bucket_widths(np.array([3, 121]), L, 1) == (L,)
   assert bucketing.bucket_widths(sentences, L, 2) == (16, 24)
   for lengths in (sentences, rng.integers(1, 65, 300), rng.integers(40, 61, 50)):
     candidates = sorted({min(-(-int(n) // 8) * 8, L) for n in lengths})
-    for k in (2, 3, 4):
+    for k in (1, 2, 3, 4):
       widths = bucketing.bucket_widths(lengths, L, k)
       assert len(widths) <= k and widths[-1] >= lengths.max() and all(w % 8 == 0 for w in widths)
       best = min(_padded_tokens(lengths, c) for r in range(1, k + 1)
