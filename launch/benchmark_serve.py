@@ -194,7 +194,22 @@ def main(argv):
     speed_rows = _speed(_MODEL_DIR.value, art, onnx_dir, encoded, task)
   print(f"{os.cpu_count()} CPU cores, load average {load_start:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end; task {task}; {len(items)} eval examples\n"
-        + _table(load_rows, speed_rows), flush=True)
+        + _table(load_rows, speed_rows) + "\n\n" + _ceiling(load_rows, speed_rows), flush=True)
+
+
+def _ceiling(load_rows, speed_rows) -> str:
+  """What batching can give on this machine at most: the artifact's own rows/s on full,
+  length-sorted batches (no HTTP, no tokenising, no scheduling) over the requests/s of
+  batching off at the most clients in flight. Throughput with batching cannot pass the
+  first, so the ratio of the two services cannot pass this one."""
+  raw = next(r["rows_per_s"] for r in speed_rows if r["engine"].startswith("artifact"))
+  most = max(r["in_flight"] for r in load_rows)
+  on, off = (next(r["requests_per_s"] for r in load_rows
+                  if r["in_flight"] == most and (r["max_batch"] == 1) == unbatched)
+             for unbatched in (False, True))
+  return (f"at {most} in flight: batching {on / off:.2f}x the throughput of batching off; the "
+          f"ceiling, the artifact's raw {raw:.0f} rows/s on full batches over batching off's "
+          f"{off:.1f} requests/s: {raw / off:.2f}x")
 
 
 if __name__ == "__main__":

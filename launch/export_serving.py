@@ -27,7 +27,7 @@ _FORMAT = flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "onnx"], "Artif
 _PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "stablehlo: platforms to lower for "
                                "(cpu, cuda, tpu).")
 _WIDTHS = flags.DEFINE_list("bucket_widths", None, "Sequence widths the service compiles and "
-                            "pads to (default: a quarter, a half and all of max_seq_length).")
+                            "pads to (default: 16, 24, 32, 48, 64, 96, ... up to max_seq_length).")
 _QUANTIZE = flags.DEFINE_bool("quantize", False, "onnx: also write model.int8.onnx (int8 "
                               "dynamic quantisation of the weights).")
 flags.mark_flags_as_required(["model_dir", "output_dir"])

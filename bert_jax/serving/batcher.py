@@ -1,5 +1,5 @@
-"""Dynamic batching: requests' rows run together in length buckets at shapes compiled
-up front, answered one by one.
+"""Dynamic batching: requests' rows run together at shapes compiled up front, answered
+one by one.
 
 The model runs on a thread of its own, which takes the queue whenever it is free: a
 request that finds the model idle is dispatched at once (after waiting at most
@@ -8,11 +8,17 @@ runs go together into the next one (up to `max_batch` rows), with no wait: they 
 waited already. So the batch size follows the load, one row when it is light, up to
 `max_batch` when requests queue, and nothing waits on the event loop between batches.
 
-Each row goes to the narrowest bucket width that holds it (a function of the row
-alone) and is trimmed to it; a bucket's rows are cut into chunks of at most
-`max_batch`, each padded with empty rows to the next compiled batch size (powers of two
-up to `max_batch`). Attention never reaches padding (neither padded positions nor
-padding rows), so a row's outputs do not depend on what it was batched with.
+The compiled shapes are (batch size, width): the artifact's bucket widths times the
+batch sizes (powers of two up to `max_batch`). `warm_up` compiles each and times one run
+of each, and a batch's rows are cut into model calls by `plan_calls`: the least total
+measured time over the ways of grouping the rows (sorted by length) into calls, each at
+the narrowest width that holds its longest row and the smallest batch size that holds
+its rows. So a few short rows ride in a wider call's padding rows instead of paying a
+call of their own, and a call is split where the padding it would compute costs more
+than another call. Attention never reaches padding (neither padded positions nor
+padding rows), so a row's outputs do not depend on what it was batched with, up to
+float summation order (the width it ran at); per-token outputs are kept to the row's
+own narrowest width, as if it had run alone.
 """
 from __future__ import annotations
 
@@ -42,6 +48,42 @@ def _lengths(attention_mask: np.ndarray) -> np.ndarray:
   mask = np.asarray(attention_mask) > 0
   last = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)
   return np.where(mask.any(axis=1), last, 1)
+
+
+def plan_calls(lengths: np.ndarray, widths: tuple[int, ...], sizes: tuple[int, ...],
+               cost: dict[tuple[int, int], float]) -> list[tuple[np.ndarray, int, int]]:
+  """[(row indices, batch size, width)]: the model calls that run rows of `lengths` in
+  the least total `cost` ({(batch size, width): seconds}) over every grouping of the
+  rows, sorted by length, into runs of at most max(sizes) rows (an exact dynamic
+  programme; a group at its longest row's narrowest width and the smallest size that
+  holds it). Contiguous groups of the sorted rows suffice: swapping a shorter row into
+  a group for a longer one never widens a call."""
+  lengths = np.asarray(lengths)
+  order = np.argsort(lengths, kind="stable")
+  width_of = np.asarray(widths)[np.searchsorted(np.asarray(widths), lengths[order])]
+  n, most = len(order), max(sizes)
+  size_of = [next(s for s in sizes if s >= k) if k else 0 for k in range(most + 1)]
+  best, start = [0.0] + [float("inf")] * n, [0] * (n + 1)
+  for j in range(1, n + 1):
+    w = int(width_of[j - 1])  # the widest row of any group ending at j
+    for i in range(max(0, j - most), j):
+      c = best[i] + cost[(size_of[j - i], w)]
+      if c < best[j]:
+        best[j], start[j] = c, i
+  calls, j = [], n
+  while j:
+    i = start[j]
+    calls.append((order[i:j], size_of[j - i], int(width_of[j - 1])))
+    j = i
+  return calls[::-1]
+
+
+def flop_costs(shapes) -> dict[tuple[int, int], float]:
+  """A stand-in for measured costs: rows x width, plus one row of the narrowest width per
+  call (what `plan_calls` weighs before `warm_up` has timed the shapes)."""
+  shapes = list(shapes)
+  overhead = min(w for _, w in shapes)
+  return {(b, w): float(b * w + overhead) for b, w in shapes}
 
 
 @dataclasses.dataclass
@@ -76,6 +118,7 @@ class Batcher:
     self.widths = tuple(artifact.manifest["bucket_widths"])
     self.max_len = int(artifact.manifest["max_seq_length"])
     self.sizes = batch_sizes(max_batch)
+    self.cost = flop_costs((b, w) for w in self.widths for b in self.sizes)  # until warm_up
     self.stats = Stats()
     # A deque under a condition variable: the event loop appends and notifies, the
     # model thread takes; the lock is never held while the model runs.
@@ -87,8 +130,21 @@ class Batcher:
     self._thread: threading.Thread | None = None
 
   def warm_up(self) -> None:
-    """Compiles every (batch size, width) the batcher can run: nothing compiles later."""
-    self.artifact.compile([(b, w) for w in self.widths for b in self.sizes])
+    """Compiles every (batch size, width) the batcher can run (nothing compiles later),
+    then times one run of each for `plan_calls`."""
+    shapes = [(b, w) for w in self.widths for b in self.sizes]
+    self.artifact.compile(shapes)
+    self.cost = {shape: self._time(*shape) for shape in shapes}
+
+  def _time(self, size: int, width: int) -> float:
+    """Seconds of the faster of two runs of the shape (the first may also allocate)."""
+    batch = {k: np.ones((size, width), np.int32) for k in runtime.INPUTS}
+    times = []
+    for _ in range(2):
+      start = time.perf_counter()
+      self.artifact.run(batch, strict=True)
+      times.append(time.perf_counter() - start)
+    return min(times)
 
   def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Starts the model thread; answers are handed to `loop` (default: the running one)."""
@@ -167,21 +223,17 @@ class Batcher:
     """Row predictions of each request's rows (run on the model thread)."""
     rows = {k: np.concatenate([r[k] for r in requests]) for k in runtime.INPUTS}
     n = len(rows["input_ids"])
-    bucket = np.searchsorted(np.asarray(self.widths), _lengths(rows["attention_mask"]))
-    parts = []
-    for b, width in enumerate(self.widths):
-      index = np.flatnonzero(bucket == b)
-      for start in range(0, len(index), self.max_batch):
-        chunk = index[start:start + self.max_batch]
-        parts.append((chunk, self._run_chunk(rows, chunk, width)))
-    outputs = jax.tree.map(lambda *xs: self._scatter(parts, xs, n),
+    lengths = _lengths(rows["attention_mask"])
+    parts = [(chunk, self._run_chunk(rows, chunk, size, width))
+             for chunk, size, width in plan_calls(lengths, self.widths, self.sizes, self.cost)]
+    own_width = np.asarray(self.widths)[np.searchsorted(np.asarray(self.widths), lengths)]
+    outputs = jax.tree.map(lambda *xs: self._scatter(parts, xs, n, own_width),
                            *[out for _, out in parts])
     bounds = np.cumsum([0] + [len(r["input_ids"]) for r in requests])
     return [jax.tree.map(lambda x, a=a, z=z: x[a:z], outputs)
             for a, z in zip(bounds[:-1], bounds[1:])]
 
-  def _run_chunk(self, rows, chunk, width):
-    size = next(s for s in self.sizes if s >= len(chunk))
+  def _run_chunk(self, rows, chunk, size, width):
     batch = {}
     for k in runtime.INPUTS:
       x = np.zeros((size, width), np.int32)
@@ -193,7 +245,7 @@ class Batcher:
     out = self.artifact.run(batch, strict=True)["predictions"]
     return jax.tree.map(lambda x: x[:len(chunk)], out)
 
-  def _scatter(self, parts, pieces, n):
+  def _scatter(self, parts, pieces, n, own_width):
     first = pieces[0]
     per_token = self.per_token and first.ndim >= 2
     shape = (n, self.max_len) + first.shape[2:] if per_token else (n,) + first.shape[1:]
@@ -203,6 +255,8 @@ class Batcher:
         out[chunk, :piece.shape[1]] = piece
       else:
         out[chunk] = piece
+    if per_token:  # positions past a row's own width, as when it runs alone: zeros
+      out[np.arange(self.max_len)[None, :] >= own_width[:, None]] = 0
     return out
 
 

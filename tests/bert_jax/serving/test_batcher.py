@@ -109,7 +109,7 @@ def test_a_batch_takes_at_most_max_batch_rows_and_a_larger_request_runs_alone():
   answers, _ = _run(model, test, max_batch=4, max_wait_ms=0)
   assert _answers(answers) == [[2], [3, 4], [5], [6, 7], [8, 9, 10, 11, 12]]
   # 1 | 2+1 rows (the next request would make 5) | 2 | 5 rows alone, cut at max_batch.
-  assert model.calls == [1, 4, 2, 4, 1]
+  assert model.calls == [1, 4, 2, 1, 4]
 
 
 def test_max_wait_is_how_long_a_request_to_an_idle_model_waits_for_company():
@@ -204,3 +204,78 @@ def test_warm_up_compiles_every_batch_size_at_every_width():
   assert model.compiled == [(1, 8), (1, 16), (2, 8), (2, 16), (3, 8), (3, 16)]
   with pytest.raises(ValueError, match="max_wait_ms"):
     batcher_lib.Batcher(HeldModel(), max_wait_ms=-1)
+
+
+def _partitions(items):
+  if not items:
+    yield []
+    return
+  first, rest = items[0], items[1:]
+  for part in _partitions(rest):
+    yield [[first]] + part
+    for i in range(len(part)):
+      yield part[:i] + [[first] + part[i]] + part[i + 1:]
+
+
+def _call_cost(group, lengths, widths, sizes, cost):
+  width = next(w for w in widths if w >= max(lengths[i] for i in group))
+  return cost[(next(s for s in sizes if s >= len(group)), width)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_calls_is_the_cheapest_grouping_of_the_rows(seed):
+  """Against every partition of the rows (brute force), under costs drawn at random
+  (monotone in size and width, as run times are) and the stand-in FLOP costs."""
+  rng = np.random.default_rng(seed)
+  widths, sizes = (8, 16, 32), batcher_lib.batch_sizes(4)
+  lengths = rng.integers(1, 33, 7)
+  drawn = np.cumsum(np.cumsum(rng.uniform(0.1, 1, (len(sizes), len(widths))), 0), 1)
+  for cost in ({(b, w): float(drawn[i, j]) for i, b in enumerate(sizes)
+                for j, w in enumerate(widths)},
+               batcher_lib.flop_costs((b, w) for b in sizes for w in widths)):
+    calls = batcher_lib.plan_calls(lengths, widths, sizes, cost)
+    assert sorted(np.concatenate([c for c, _, _ in calls]).tolist()) == list(range(7))
+    for chunk, size, width in calls:
+      assert len(chunk) <= size <= 4 and (lengths[chunk] <= width).all()
+    got = sum(cost[(size, width)] for _, size, width in calls)
+    best = min(sum(_call_cost(g, lengths, widths, sizes, cost) for g in part)
+               for part in _partitions(list(range(7))) if all(len(g) <= 4 for g in part))
+    assert got == pytest.approx(best)
+
+
+def test_short_rows_ride_in_a_wider_calls_padding_rows():
+  """With a call's fixed cost worth 100 tokens: two short rows join two long ones rather
+  than pay a call; four short ones are worth a call of their own."""
+  cost = {(b, w): b * w + 100.0 for b in (1, 2, 4) for w in (8, 32)}
+  calls = batcher_lib.plan_calls(np.array([30, 3, 29, 4]), (8, 32), (1, 2, 4), cost)
+  assert [(sorted(c.tolist()), b, w) for c, b, w in calls] == [([0, 1, 2, 3], 4, 32)]
+  calls = batcher_lib.plan_calls(np.array([30, 3, 4, 5, 6]), (8, 32), (1, 2, 4), cost)
+  assert [(sorted(c.tolist()), b, w) for c, b, w in calls] == [([1, 2, 3, 4], 4, 8),
+                                                              ([0], 1, 32)]
+
+
+def test_per_token_outputs_are_a_rows_own_whether_alone_or_in_a_wider_call():
+  """A per-token model whose output at a padded position is 1: a short row run in a
+  wider call answers as alone (its own width's positions; zeros past them)."""
+
+  class PerToken(HeldModel):
+    manifest = {"bucket_widths": [4, 8], "max_seq_length": 8}
+
+    def run(self, batch, *, strict):
+      self.calls.append(batch["input_ids"].shape)
+      return {"predictions": batch["input_ids"] + 1}
+
+  def rows(*lengths):
+    ids = np.zeros((len(lengths), 8), np.int32)
+    for i, n in enumerate(lengths):
+      ids[i, :n] = 5
+    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+            "attention_mask": (ids > 0).astype(np.int32)}
+
+  model = PerToken()
+  b = batcher_lib.Batcher(model, max_batch=4, per_token=True)
+  alone = b.execute([rows(2)])[0]
+  together = b.execute([rows(7), rows(2)])[1]
+  assert model.calls == [(1, 4), (2, 8)]  # the short row ran at width 8 the second time
+  np.testing.assert_array_equal(alone, [[6, 6, 1, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(together, alone)
