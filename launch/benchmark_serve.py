@@ -113,14 +113,14 @@ def _speed(model_dir, artifact_dir, onnx_dir, encoded, task):
   import onnxruntime as ort  # pylint: disable=import-outside-toplevel
   from bert_jax.serving import batcher, load, onnx_export, runtime  # pylint: disable=import-outside-toplevel
   art = runtime.load(artifact_dir)
-  widths = np.asarray(art.manifest["bucket_widths"])
+  widths = tuple(art.manifest["bucket_widths"])
   arrays = encoded.arrays
   lengths = batcher._lengths(arrays["attention_mask"])  # pylint: disable=protected-access
   order = np.argsort(lengths, kind="stable")
   batches, index = [], []
   for s in range(0, len(order), _BATCH_SIZE.value):
     idx = order[s:s + _BATCH_SIZE.value]
-    w = int(widths[np.searchsorted(widths, lengths[idx].max())])
+    w = int(batcher.narrowest_widths(lengths[idx].max(), widths))
     batches.append({k: arrays[k][idx, :w] for k in runtime.INPUTS})
     index.append(idx)
   art.compile({(len(b["input_ids"]), b["input_ids"].shape[1]) for b in batches})

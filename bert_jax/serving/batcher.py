@@ -50,6 +50,11 @@ def _lengths(attention_mask: np.ndarray) -> np.ndarray:
   return np.where(mask.any(axis=1), last, 1)
 
 
+def narrowest_widths(lengths, widths: tuple[int, ...]) -> np.ndarray:
+  """The narrowest of `widths` (ascending) that holds each of `lengths`."""
+  return np.asarray(widths)[np.searchsorted(np.asarray(widths), lengths)]
+
+
 def plan_calls(lengths: np.ndarray, widths: tuple[int, ...], sizes: tuple[int, ...],
                cost: dict[tuple[int, int], float]) -> list[tuple[np.ndarray, int, int]]:
   """[(row indices, batch size, width)]: the model calls that run rows of `lengths` in
@@ -60,7 +65,7 @@ def plan_calls(lengths: np.ndarray, widths: tuple[int, ...], sizes: tuple[int, .
   a group for a longer one never widens a call."""
   lengths = np.asarray(lengths)
   order = np.argsort(lengths, kind="stable")
-  width_of = np.asarray(widths)[np.searchsorted(np.asarray(widths), lengths[order])]
+  width_of = narrowest_widths(lengths[order], widths)
   n, most = len(order), max(sizes)
   size_of = [next(s for s in sizes if s >= k) if k else 0 for k in range(most + 1)]
   best, start = [0.0] + [float("inf")] * n, [0] * (n + 1)
@@ -226,7 +231,7 @@ class Batcher:
     lengths = _lengths(rows["attention_mask"])
     parts = [(chunk, self._run_chunk(rows, chunk, size, width))
              for chunk, size, width in plan_calls(lengths, self.widths, self.sizes, self.cost)]
-    own_width = np.asarray(self.widths)[np.searchsorted(np.asarray(self.widths), lengths)]
+    own_width = narrowest_widths(lengths, self.widths)
     outputs = jax.tree.map(lambda *xs: self._scatter(parts, xs, n, own_width),
                            *[out for _, out in parts])
     bounds = np.cumsum([0] + [len(r["input_ids"]) for r in requests])
